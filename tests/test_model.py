@@ -1,0 +1,97 @@
+import pytest
+import timm
+import torch
+
+import viny
+from viny.model import VINY_ARGS, ViNy, patchify, patch_tokens, unpatchify
+
+
+def n_params(m):
+    return sum(p.numel() for p in m.parameters())
+
+
+def test_encoder_parameter_count_is_the_papers():
+    assert n_params(timm.create_model("viny", num_classes=0)) == 4_842_880
+    # the paper's 4,843,138 = encoder + Linear(128, 2)
+    assert n_params(timm.create_model("viny", num_classes=2)) == 4_843_138
+
+
+def test_timm_registration():
+    assert "viny" in timm.list_models("viny*") and "viny_test" in timm.list_models("viny*")
+    m = timm.create_model("viny", num_classes=0)
+    assert isinstance(m, ViNy) and isinstance(m, timm.models.VisionTransformer)
+    assert m.pretrained_cfg["input_size"] == (3, 128, 128)
+    assert m.patch_embed.num_patches == 64 and m.grid_size == (8, 8)
+    assert m.blocks[0].attn.qkv.weight.shape == (1536, 128) and m.blocks[0].attn.qkv.bias is None
+    assert m.blocks[0].attn.proj.weight.shape == (128, 512)
+    assert m.blocks[0].mlp.fc1.weight.shape == (512, 128)
+    assert m.pos_embed.shape == (1, 65, 128) and m.cls_token.shape == (1, 1, 128)
+    assert m.norm.eps == 1e-5
+
+
+def test_create_encoder_rejects_unknown_name():
+    with pytest.raises(ValueError, match="unknown model 'vit_huge'"):
+        viny.create_encoder("vit_huge")
+
+
+@pytest.mark.parametrize("name", ["viny", "viny_test"])
+def test_every_parameter_receives_a_gradient(name):
+    m = timm.create_model(name, num_classes=3)
+    s = m.pretrained_cfg["input_size"][-1]
+    x = torch.randn(2, 3, s, s)
+    (m(x).sum() + patch_tokens(m, x).sum()).backward()
+    missing = [n for n, p in m.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not missing
+
+
+def test_patchify_is_pixel_major_and_invertible():
+    x = torch.arange(2 * 3 * 32 * 32, dtype=torch.float32).reshape(2, 3, 32, 32)
+    p = patchify(x, 16)
+    assert p.shape == (2, 4, 768)
+    # first values of patch 0: pixel (0,0) channels r,g,b, then pixel (0,1) ...
+    assert p[0, 0, :6].tolist() == [x[0, 0, 0, 0], x[0, 1, 0, 0], x[0, 2, 0, 0], x[0, 0, 0, 1], x[0, 1, 0, 1], x[0, 2, 0, 1]]
+    # patch 1 is the top-right one
+    assert p[0, 1, 0] == x[0, 0, 0, 16]
+    assert torch.equal(unpatchify(p, 16), x)
+
+
+def test_patch_tokens_shape_and_no_cls():
+    m = timm.create_model("viny").eval()
+    x = torch.randn(3, 3, 128, 128)
+    t = patch_tokens(m, x)
+    assert t.shape == (3, 64, 128)
+    # changing the CLS token must not change the patch tokens (CLS is not in the sequence)
+    with torch.no_grad():
+        m.cls_token.add_(5.0)
+    assert torch.allclose(patch_tokens(m, x), t)
+
+
+def test_wrong_image_size_is_a_clear_error():
+    m = timm.create_model("viny_test")
+    with pytest.raises(ValueError, match="expects 64x64"):
+        m(torch.randn(1, 3, 128, 128))
+
+
+def test_fused_and_manual_attention_agree_in_fp32():
+    m = timm.create_model("viny").eval()
+    x = torch.randn(4, 3, 128, 128)
+    with torch.no_grad():
+        manual = patch_tokens(m.set_attn_impl("manual"), x)
+        fused = patch_tokens(m.set_attn_impl("fused"), x)
+    assert torch.allclose(manual, fused, atol=1e-5, rtol=1e-5)
+
+
+def test_attention_auto_picks_manual_on_cpu():
+    m = timm.create_model("viny_test")
+    assert m.blocks[0].attn.attn_impl == "auto"
+    assert not m.blocks[0].attn.use_fused(torch.zeros(1))
+    with pytest.raises(ValueError, match="attn_impl"):
+        timm.create_model("viny_test", attn_impl="flash")
+
+
+def test_reference_init_matches_authors():
+    m = ViNy(**VINY_ARGS)
+    # randn positions / CLS (std 1), unlike timm's 0.02
+    assert 0.8 < m.pos_embed.std().item() < 1.2
+    t = ViNy(**VINY_ARGS, init="timm")
+    assert t.pos_embed.std().item() < 0.1

@@ -1,0 +1,11 @@
+"""viny: reproduce and extend "Diminishing Returns in Self-Supervised Learning" (ViNy).
+
+Importing the package registers the ``viny`` and ``viny_test`` models with timm.
+"""
+
+__version__ = "0.1.0"
+
+from viny import model as _model  # noqa: F401  (registers the timm models)
+from viny.model import ViNy, create_encoder, patch_tokens  # noqa: E402
+
+__all__ = ["ViNy", "create_encoder", "patch_tokens", "__version__"]

@@ -1,0 +1,282 @@
+"""ViNy: the 4.8M-parameter Vision Transformer of the paper (Sec. 2.1), as a timm model.
+
+Architecture (paper Sec. 2.1; layer layout from the authors' code, REFERENCE.md):
+
+* image 128, patch 16 -> an 8x8 grid of 64 patch tokens plus a CLS token;
+* patch embedding: each 16x16 patch flattened *pixel-major* ``(ph pw c)`` (768 values,
+  channels innermost, unlike a Conv2d stem's ``(c ph pw)``), then
+  LayerNorm(768) -> Linear(768, 128) -> LayerNorm(128);
+* CLS token prepended, learned positions (1, 65, 128) added;
+* 12 pre-norm blocks: attention with 8 heads of dim 64 (inner width 512, qkv without
+  bias, output projection with bias) and an MLP 128 -> 512 -> 128 with exact GELU;
+* a final LayerNorm(128).
+
+The encoder (``num_classes=0``) has exactly 4,842,880 parameters; the paper's
+"4,843,138" is that plus a Linear(128, 2) head.
+
+``import viny`` registers ``viny`` (the paper's model) and ``viny_test`` (a tiny
+configuration for fast tests) with timm, so ``timm.create_model("viny", num_classes=0)``
+returns the encoder.
+
+Initialisation follows the authors' code (the paper is silent): PyTorch's default
+``nn.Linear``/``nn.LayerNorm`` init, and ``randn`` (std 1) for the CLS token and the
+positions (``init="reference"``). ``init="timm"`` gives timm's ViT init instead.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Sequence
+
+import torch
+import torch.nn.functional as F
+from timm.layers import Attention, PatchEmbed
+from timm.models import VisionTransformer, build_model_with_cfg, generate_default_cfgs, register_model
+from torch import nn
+
+__all__ = [
+    "VINY_ARGS",
+    "VINY_TEST_ARGS",
+    "ViNy",
+    "ViNyAttention",
+    "ViNyPatchEmbed",
+    "patchify",
+    "unpatchify",
+    "patch_tokens",
+    "create_encoder",
+]
+
+AttnImpl = Literal["auto", "fused", "manual"]
+
+# The paper's configuration (Sec. 2.1).
+VINY_ARGS: dict = dict(img_size=128, patch_size=16, embed_dim=128, depth=12, num_heads=8, head_dim=64, mlp_dim=512)
+# A tiny configuration for tests: same patch size (so heads and SimMIM targets keep
+# their 16x16x3 shape), a 4x4 grid, 2 blocks.
+VINY_TEST_ARGS: dict = dict(img_size=64, patch_size=16, embed_dim=32, depth=2, num_heads=2, head_dim=16, mlp_dim=64)
+
+
+def patchify(images: torch.Tensor, patch_size: int) -> torch.Tensor:
+    """``[B, C, H, W] -> [B, (H/p)*(W/p), p*p*C]``, each patch flattened pixel-major ``(ph pw c)``.
+
+    This is the authors' ``b c (h ph) (w pw) -> b (h w) (ph pw c)``: also the layout
+    of the SimMIM targets and decoder outputs.
+    """
+    b, c, h, w = images.shape
+    p = patch_size
+    if h % p or w % p:
+        raise ValueError(f"image size {h}x{w} is not a multiple of the patch size {p}")
+    x = images.reshape(b, c, h // p, p, w // p, p)
+    x = x.permute(0, 2, 4, 3, 5, 1)  # b, gh, gw, ph, pw, c
+    return x.reshape(b, (h // p) * (w // p), p * p * c)
+
+
+def unpatchify(patches: torch.Tensor, patch_size: int, grid: tuple[int, int] | None = None, channels: int = 3) -> torch.Tensor:
+    """Inverse of :func:`patchify`: ``[B, L, p*p*C] -> [B, C, H, W]`` (square grid unless ``grid`` given)."""
+    b, n, _ = patches.shape
+    p = patch_size
+    if grid is None:
+        g = int(round(n**0.5))
+        if g * g != n:
+            raise ValueError(f"{n} patches do not form a square grid; pass grid=(rows, cols)")
+        grid = (g, g)
+    gh, gw = grid
+    x = patches.reshape(b, gh, gw, p, p, channels).permute(0, 5, 1, 3, 2, 4)
+    return x.reshape(b, channels, gh * p, gw * p)
+
+
+class ViNyPatchEmbed(PatchEmbed):
+    """Pixel-major patchify -> LayerNorm(p*p*C) -> Linear -> LayerNorm(embed_dim).
+
+    A timm ``PatchEmbed`` (same ``img_size``/``grid_size``/``num_patches`` interface) whose
+    ``proj`` is a Linear on pixel-major flattened patches rather than a Conv2d.
+    """
+
+    def __init__(self, img_size=128, patch_size=16, in_chans=3, embed_dim=128, bias=True, **kwargs):
+        kwargs.pop("norm_layer", None)
+        super().__init__(img_size=img_size, patch_size=patch_size, in_chans=in_chans, embed_dim=embed_dim, bias=bias, **kwargs)
+        patch_dim = self.patch_size[0] * self.patch_size[1] * in_chans
+        self.pre_norm = nn.LayerNorm(patch_dim)
+        self.proj = nn.Linear(patch_dim, embed_dim, bias=bias)
+        self.norm = nn.LayerNorm(embed_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, C, H, W] -> [B, L, D]
+        _, _, h, w = x.shape
+        if self.strict_img_size and (h, w) != tuple(self.img_size):
+            raise ValueError(f"input is {h}x{w}, the model expects {self.img_size[0]}x{self.img_size[1]}")
+        return self.norm(self.proj(self.pre_norm(patchify(x, self.patch_size[0]))))
+
+
+class ViNyAttention(Attention):
+    """Multi-head self-attention with an inner width ``num_heads * head_dim`` that may differ
+    from the token width (ViNy: 8 x 64 = 512 on 128-wide tokens), as in the authors' code.
+
+    ``attn_impl`` picks the kernel: ``"fused"`` (``F.scaled_dot_product_attention``),
+    ``"manual"`` (matmul-softmax-matmul) or ``"auto"``: fused on CUDA, manual elsewhere
+    (on CPU under bf16 autocast the manual path is about 3x faster in the backward pass,
+    NOTES.md). Both compute the same function; fp32 results agree to rounding.
+    """
+
+    def __init__(self, dim: int, num_heads: int, head_dim: int, attn_impl: AttnImpl = "auto", **kwargs):
+        super().__init__(dim, num_heads=num_heads, attn_head_dim=head_dim, qkv_bias=False, proj_bias=True, **kwargs)
+        if attn_impl not in ("auto", "fused", "manual"):
+            raise ValueError(f"attn_impl must be 'auto', 'fused' or 'manual', got {attn_impl!r}")
+        self.attn_impl = attn_impl
+
+    def use_fused(self, x: torch.Tensor) -> bool:
+        return x.is_cuda if self.attn_impl == "auto" else self.attn_impl == "fused"
+
+    def forward(self, x: torch.Tensor, attn_mask=None, is_causal: bool = False) -> torch.Tensor:
+        if attn_mask is not None or is_causal:
+            raise NotImplementedError("ViNy attention takes no mask")
+        b, n, _ = x.shape
+        q, k, v = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        if self.use_fused(x):
+            x = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop.p if self.training else 0.0)
+        else:
+            attn = (q * self.scale) @ k.transpose(-2, -1)
+            attn = self.attn_drop(attn.softmax(dim=-1))
+            x = attn @ v
+        x = x.transpose(1, 2).reshape(b, n, self.attn_dim)
+        return self.proj_drop(self.proj(x))
+
+
+class ViNy(VisionTransformer):
+    """ViNy encoder (timm ``VisionTransformer``); see the module docstring for the architecture.
+
+    ``num_classes > 0`` adds a Linear head on the CLS output (``forward``); ``0`` gives the
+    bare encoder. ``patch_tokens`` is the token path used for segmentation, SimMIM and the
+    geometry diagnostics.
+    """
+
+    def __init__(
+        self,
+        img_size: int = 128,
+        patch_size: int = 16,
+        in_chans: int = 3,
+        num_classes: int = 0,
+        embed_dim: int = 128,
+        depth: int = 12,
+        num_heads: int = 8,
+        head_dim: int = 64,
+        mlp_dim: int = 512,
+        attn_impl: AttnImpl = "auto",
+        init: Literal["reference", "timm"] = "reference",
+        **kwargs,
+    ):
+        if init not in ("reference", "timm"):
+            raise ValueError(f"init must be 'reference' or 'timm', got {init!r}")
+        self.model_args = dict(
+            img_size=img_size, patch_size=patch_size, in_chans=in_chans, num_classes=num_classes,
+            embed_dim=embed_dim, depth=depth, num_heads=num_heads, head_dim=head_dim, mlp_dim=mlp_dim,
+        )
+        super().__init__(
+            img_size=img_size,
+            patch_size=patch_size,
+            in_chans=in_chans,
+            num_classes=num_classes,
+            global_pool="token",
+            embed_dim=embed_dim,
+            depth=depth,
+            num_heads=num_heads,
+            mlp_ratio=mlp_dim / embed_dim,
+            qkv_bias=False,
+            class_token=True,
+            fc_norm=False,
+            embed_layer=ViNyPatchEmbed,
+            norm_layer=nn.LayerNorm,  # eps 1e-5 as in the authors' code (timm's ViT uses 1e-6)
+            act_layer=nn.GELU,
+            weight_init="skip",
+            **kwargs,
+        )
+        # timm's Block builds a square attention (inner width = embed_dim); ViNy's is 8 x 64.
+        for blk in self.blocks:
+            blk.attn = ViNyAttention(embed_dim, num_heads=num_heads, head_dim=head_dim, attn_impl=attn_impl)
+        if init == "reference":
+            nn.init.normal_(self.pos_embed, std=1.0)
+            nn.init.normal_(self.cls_token, std=1.0)
+        else:
+            self.init_weights("")
+
+    @property
+    def grid_size(self) -> tuple[int, int]:
+        return tuple(self.patch_embed.grid_size)
+
+    @property
+    def patch_size(self) -> int:
+        return self.patch_embed.patch_size[0]
+
+    def set_attn_impl(self, attn_impl: AttnImpl) -> "ViNy":
+        for blk in self.blocks:
+            blk.attn.attn_impl = attn_impl
+        return self
+
+    def embed_patches(self, images: torch.Tensor) -> torch.Tensor:
+        """Patch embedding without positions: ``[B, C, H, W] -> [B, L, D]``."""
+        return self.patch_embed(images)
+
+    def forward_patch_tokens(self, tokens: torch.Tensor, return_blocks: Sequence[int] | None = None):
+        """Run already-embedded patch tokens ``[B, L, D]`` (no CLS) + patch positions through
+        every block and the final norm. With ``return_blocks``, also return the (un-normed)
+        outputs of those block indices as a list."""
+        x = self.pos_drop(tokens + self.pos_embed[:, self.num_prefix_tokens :])
+        kept = []
+        for i, blk in enumerate(self.blocks):
+            x = blk(x)
+            if return_blocks is not None and i in return_blocks:
+                kept.append(x)
+        x = self.norm(x)
+        return (x, kept) if return_blocks is not None else x
+
+
+def patch_tokens(encoder: ViNy, images: torch.Tensor) -> torch.Tensor:
+    """Patch tokens as the authors compute them for segmentation and diagnostics:
+    ``[B, 3, H, W] -> [B, 64, D]``: patch embedding + patch positions (no CLS in the
+    sequence) through all blocks and the final norm."""
+    return encoder.forward_patch_tokens(encoder.embed_patches(images))
+
+
+def _cfg(**kwargs) -> dict:
+    return {
+        "url": "", "num_classes": 0, "input_size": (3, 128, 128), "pool_size": None, "crop_pct": 1.0,
+        "interpolation": "bicubic", "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225),
+        "first_conv": "patch_embed.proj", "classifier": "head", "license": "mit", **kwargs,
+    }
+
+
+# timm looks up the default pretrained config of each registered model here.
+default_cfgs = generate_default_cfgs({"viny": _cfg(), "viny_test": _cfg(input_size=(3, 64, 64))})
+
+
+def _filter_fn(state_dict: dict, model: ViNy) -> dict:
+    """timm's ``pretrained_filter_fn`` hook: accept the authors' layout as well as viny's own."""
+    from viny.reference import convert_reference_state_dict, is_reference_layout
+
+    if is_reference_layout(state_dict):
+        state_dict, _ = convert_reference_state_dict(state_dict)
+    return state_dict
+
+
+def _create(variant: str, defaults: dict, pretrained: bool = False, **kwargs) -> ViNy:
+    kwargs.setdefault("num_classes", 0)
+    return build_model_with_cfg(ViNy, variant, pretrained, pretrained_filter_fn=_filter_fn, **{**defaults, **kwargs})
+
+
+@register_model
+def viny(pretrained: bool = False, **kwargs) -> ViNy:
+    """ViNy, the paper's 4.8M-parameter ViT (image 128, patch 16, width 128, depth 12, 8x64 heads, MLP 512)."""
+    return _create("viny", VINY_ARGS, pretrained, **kwargs)
+
+
+@register_model
+def viny_test(pretrained: bool = False, **kwargs) -> ViNy:
+    """A tiny ViNy (image 64, patch 16, width 32, depth 2) for fast tests."""
+    return _create("viny_test", VINY_TEST_ARGS, pretrained, **kwargs)
+
+
+def create_encoder(name: str = "viny", **kwargs) -> ViNy:
+    """``timm.create_model(name, num_classes=0, **kwargs)`` with a clear error for unknown names."""
+    import timm
+
+    if name not in ("viny", "viny_test"):
+        raise ValueError(f"unknown model {name!r}: expected 'viny' or 'viny_test'")
+    kwargs.setdefault("num_classes", 0)
+    return timm.create_model(name, **kwargs)

@@ -1,0 +1,98 @@
+"""Weights as safetensors plus a small JSON of metadata.
+
+``save_weights(model, "run/encoder.safetensors", phase="pretrain", epoch=99, ...)``
+writes ``encoder.safetensors`` (tensors, with the metadata also in its header, so the
+file alone is self-describing) and ``encoder.json`` (the same metadata, for people and
+tools): the model name and arguments, the phase, epoch, metrics, config and the viny
+version. Both writes are atomic. safetensors files hold tensors only and cannot run code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, safe_open, save_file
+from torch import nn
+
+import viny
+from viny.files import atomic_path, atomic_write_json
+
+__all__ = ["save_weights", "load_weights", "read_metadata", "load_encoder", "load_simmim", "model_spec"]
+
+_META_KEY = "viny"
+
+
+def model_spec(model: nn.Module) -> dict:
+    """``{"kind": "encoder"|"simmim", "model_args": {...}}`` for a ViNy or SimMIM model."""
+    from viny.simmim import SimMIM
+
+    if isinstance(model, SimMIM):
+        return {"kind": "simmim", "model_args": dict(model.encoder.model_args), "mask_ratio": model.mask_ratio}
+    if isinstance(model, viny.ViNy):
+        return {"kind": "encoder", "model_args": dict(model.model_args)}
+    return {"kind": type(model).__name__}
+
+
+def save_weights(model: nn.Module | dict, path: str | os.PathLike, **metadata) -> Path:
+    """Save ``model`` (or a state dict) to ``path`` (``.safetensors``) and its JSON sidecar."""
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise ValueError(f"weights path must end in .safetensors: {path}")
+    sd = model if isinstance(model, dict) else model.state_dict()
+    meta = {"viny_version": viny.__version__, **({} if isinstance(model, dict) else model_spec(model)), **metadata}
+    tensors = {k: v.detach().cpu().contiguous() for k, v in sd.items()}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={_META_KEY: json.dumps(meta, default=str)})
+    atomic_write_json(path.with_suffix(".json"), meta)
+    return path
+
+
+def read_metadata(path: str | os.PathLike) -> dict:
+    path = Path(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            raw = (f.metadata() or {}).get(_META_KEY)
+    except (SafetensorError, OSError) as e:
+        raise ValueError(f"cannot read weights file {path}: {e}") from None
+    return json.loads(raw) if raw else {}
+
+
+def load_weights(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[dict, dict]:
+    """``(state_dict, metadata)`` from a viny ``.safetensors`` file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file not found: {path}")
+    meta = read_metadata(path)
+    return load_file(str(path), device=str(device)), meta
+
+
+def load_encoder(path: str | os.PathLike, **model_kwargs) -> "viny.ViNy":
+    """Rebuild the ViNy encoder saved at ``path`` (an encoder file, or the encoder part of a
+    SimMIM file). Any head in the file is dropped unless ``num_classes`` is passed."""
+    sd, meta = load_weights(path)
+    if "model_args" not in meta:
+        raise ValueError(f"{path} has no viny model metadata; was it written by viny.weights.save_weights?")
+    if meta.get("kind") == "simmim":
+        sd = {k[len("encoder."):]: v for k, v in sd.items() if k.startswith("encoder.")}
+    args = {**meta["model_args"], "num_classes": 0, **model_kwargs}
+    if args["num_classes"] == 0:
+        sd = {k: v for k, v in sd.items() if not k.startswith("head.")}
+    encoder = viny.ViNy(**args)
+    encoder.load_state_dict(sd, strict=True)
+    return encoder
+
+
+def load_simmim(path: str | os.PathLike):
+    """Rebuild a SimMIM model saved by :func:`save_weights`."""
+    from viny.simmim import SimMIM
+
+    sd, meta = load_weights(path)
+    if meta.get("kind") != "simmim":
+        raise ValueError(f"{path} holds a {meta.get('kind', 'unknown')!r} model, not a SimMIM one")
+    model = SimMIM(viny.ViNy(**meta["model_args"]), mask_ratio=meta.get("mask_ratio", 0.5))
+    model.load_state_dict(sd, strict=True)
+    return model
