@@ -34,7 +34,10 @@ def model_spec(model: nn.Module) -> dict:
         return {"kind": "simmim", "model_args": dict(model.encoder.model_args), "mask_ratio": model.mask_ratio}
     if isinstance(model, viny.ViNy):
         return {"kind": "encoder", "model_args": dict(model.model_args)}
-    return {"kind": type(model).__name__}
+    encoder = getattr(model, "encoder", None)
+    if isinstance(encoder, viny.ViNy):  # encoder + task head (viny.tasks)
+        return {"kind": type(model).__name__.lower(), "model_args": dict(encoder.model_args)}
+    return {"kind": type(model).__name__.lower()}
 
 
 def save_weights(model: nn.Module | dict, path: str | os.PathLike, **metadata) -> Path:
@@ -76,7 +79,7 @@ def load_encoder(path: str | os.PathLike, **model_kwargs) -> "viny.ViNy":
     sd, meta = load_weights(path)
     if "model_args" not in meta:
         raise ValueError(f"{path} has no viny model metadata; was it written by viny.weights.save_weights?")
-    if meta.get("kind") == "simmim":
+    if meta.get("kind") != "encoder":  # SimMIM or encoder + head: keep the encoder part
         sd = {k[len("encoder."):]: v for k, v in sd.items() if k.startswith("encoder.")}
     args = {**meta["model_args"], "num_classes": 0, **model_kwargs}
     if args["num_classes"] == 0:

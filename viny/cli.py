@@ -1,0 +1,132 @@
+"""The ``viny`` command: ``pretrain | intermediate | finetune | evaluate | demo``.
+
+The options of the three training commands are generated from the typed configs in
+:mod:`viny.config` (one ``--option`` per field, the paper's value as default), so the
+command line cannot drift from the configs. Bad input ends in one line naming the
+file or option, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+import types
+import typing
+from pathlib import Path
+
+from viny.config import PHASES, PRESETS, make_config
+from viny.errors import VinyError
+
+__all__ = ["main", "build_parser"]
+
+_HELP = {
+    "data": "dataset root (default: the sample shipped in the repo)",
+    "init_from": "initial encoder: a viny .safetensors or an authors' .pth (default: random init)",
+    "epochs": "epochs (LR milestones are scaled to match unless --milestones is given)",
+}
+
+
+def _arg_type(tp):
+    """(argparse type, nargs, is_bool) for a dataclass field type."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in args if a is not type(None)][0]
+        return _arg_type(inner)
+    if origin is tuple:
+        return args[0], "*", False
+    if origin is typing.Literal:
+        return type(args[0]), None, False
+    if tp is bool:
+        return None, None, True
+    return tp, None, False
+
+
+def _add_config_options(parser: argparse.ArgumentParser, cls) -> None:
+    hints = typing.get_type_hints(cls)
+    defaults = cls()
+    for f in dataclasses.fields(cls):
+        flag = "--" + f.name.replace("_", "-")
+        typ, nargs, is_bool = _arg_type(hints[f.name])
+        default = getattr(defaults, f.name)
+        helptext = _HELP.get(f.name, "") + (f" (default: {default})" if f.name not in _HELP or default is not None else "")
+        choices = typing.get_args(hints[f.name]) if typing.get_origin(hints[f.name]) is typing.Literal else None
+        if is_bool:
+            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=helptext)
+        else:
+            parser.add_argument(flag, dest=f.name, type=typ, nargs=nargs, default=None, choices=choices, help=helptext, metavar=f.name.upper() if not choices else None)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="viny", description="Reproduce 'Diminishing Returns in Self-Supervised Learning' (ViNy).")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for phase, cls in PHASES.items():
+        sp = sub.add_parser(phase, help=(cls.__doc__ or "").strip().splitlines()[0], description=(cls.__doc__ or "").strip())
+        sp.add_argument("--preset", default="paper", help=f"hyper-parameter preset: {', '.join(PRESETS)} (default: paper = Table A1)")
+        sp.add_argument("--out", type=Path, default=None, help="run directory (default: runs/<phase>-<time>)")
+        sp.add_argument("--resume", action="store_true", help="continue the interrupted run in --out from its last checkpoint")
+        sp.add_argument("--quiet", action="store_true", help="no progress bar")
+        _add_config_options(sp, cls)
+    ev = sub.add_parser("evaluate", help="score a fine-tuned checkpoint on its test split; prints JSON",
+                        description="Score a fine-tuned model (a finetune run folder or its model.safetensors) on the test split of its configuration.")
+    ev.add_argument("checkpoint", type=Path, help="finetune run folder or model.safetensors")
+    ev.add_argument("--data", default=None, help="Pets root (default: the one the run used)")
+    ev.add_argument("--device", default="auto")
+    ev.add_argument("--quiet", action="store_true")
+    demo = sub.add_parser("demo", help="the study at demo scale on the shipped sample; prints and writes a results table")
+    demo.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder (default: runs/demo); finished cells are reused")
+    demo.add_argument("--scale", choices=("demo", "smoke"), default="demo", help="demo (about 10 minutes on 2 cores) or smoke (seconds, tiny model)")
+    demo.add_argument("--quiet", action="store_true")
+    return p
+
+
+def _run_phase(args) -> int:
+    from viny.train import train
+
+    cls = PHASES[args.command]
+    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if getattr(args, f.name) is not None}
+    config = make_config(args.command, args.preset, **overrides)
+    if args.out is None:
+        if args.resume:
+            raise VinyError("--resume needs --out, the folder of the run to continue")
+        args.out = Path("runs") / f"{args.command}-{time.strftime('%Y%m%d-%H%M%S')}"
+    results = train(config, args.out, resume=args.resume, progress=not args.quiet)
+    print(json.dumps({"run": str(args.out), **results}, indent=2))
+    return 0
+
+
+def _run_evaluate(args) -> int:
+    from viny.evaluate import evaluate_checkpoint
+
+    print(json.dumps(evaluate_checkpoint(args.checkpoint, data=args.data, device=args.device, progress=not args.quiet), indent=2))
+    return 0
+
+
+def _run_demo(args) -> int:
+    from viny.demo import run_demo
+
+    run_demo(args.out, scale=args.scale, progress=not args.quiet)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command in PHASES:
+            return _run_phase(args)
+        if args.command == "evaluate":
+            return _run_evaluate(args)
+        return _run_demo(args)
+    except VinyError as e:
+        print(f"viny {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"viny {args.command}: interrupted; rerun with --resume (same options) to continue", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,216 @@
+"""Typed configurations of the three training phases, with the paper's values as defaults.
+
+Defaults are the paper's Table A1 (the ``paper`` preset). The ``reference`` preset holds
+the values of the authors' code where they differ (REFERENCE.md):
+
+| phase | paper (default) | reference (authors' code) |
+|---|---|---|
+| pretrain | AdamW lr 1e-4, wd 0.05, {50, 85} x0.1, 100 ep | lr 1e-3, gamma 0.5; L1 / #masked |
+| intermediate | AdamW lr 8e-4, wd 0, {180, 190} x0.1, 200 ep | Adam; MixUp 0.1; NEAREST resize |
+| finetune | AdamW lr 2e-3, wd 1e-4, {70, 90, 95} x0.5, 100 ep | no mean/std normalisation; NEAREST resize |
+
+Batch size 64 everywhere; the LR scheduler steps once per epoch. Unknown keys are an error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, fields
+from typing import Any, Literal
+
+from viny.errors import VinyError
+
+__all__ = ["TrainConfig", "PretrainConfig", "IntermediateConfig", "FinetuneConfig", "PHASES", "PRESETS", "make_config", "config_from_dict", "scale_milestones"]
+
+
+@dataclass
+class TrainConfig:
+    """Fields shared by every phase."""
+
+    epochs: int = 100
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    milestones: tuple[int, ...] = ()
+    gamma: float = 0.1
+    batch_size: int = 64
+    optimizer: Literal["adamw", "adam"] = "adamw"
+    seed: int = 0
+    model: Literal["viny", "viny_test"] = "viny"
+    init_from: str | None = None  # encoder weights: viny .safetensors or an authors' .pth; None = random init
+    data: str | None = None  # dataset root; None = the sample shipped in the repo
+    cache_dir: str | None = None  # decoded-image cache; None = $VINY_CACHE or ~/.cache/viny
+    skip_bad_images: bool = False
+    resize: Literal["bilinear", "nearest"] = "bilinear"  # image resize when caching (authors: nearest)
+    normalize: bool = True  # ImageNet mean/std on the input
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on CUDA and on CPUs with bf16 units
+    device: str = "auto"
+    checkpoint_every: int = 1  # epochs between resume checkpoints
+    save_encoder_every: int = 0  # also keep encoder snapshots every N epochs (0: only the final one)
+    eval_batch_size: int = 256
+
+    phase = "base"
+
+    def validate(self) -> "TrainConfig":
+        def bad(name, why):
+            raise VinyError(f"invalid {self.phase} option --{name.replace('_', '-')}: {why}")
+
+        for name in ("epochs", "batch_size", "checkpoint_every", "eval_batch_size"):
+            if getattr(self, name) < 1:
+                bad(name, f"must be >= 1, got {getattr(self, name)}")
+        if self.lr <= 0:
+            bad("lr", f"must be > 0, got {self.lr}")
+        if self.weight_decay < 0:
+            bad("weight_decay", f"must be >= 0, got {self.weight_decay}")
+        if list(self.milestones) != sorted(self.milestones):
+            bad("milestones", f"must be increasing, got {list(self.milestones)}")
+        for name, allowed in (("optimizer", ("adamw", "adam")), ("model", ("viny", "viny_test")), ("resize", ("bilinear", "nearest")), ("precision", ("auto", "fp32", "bf16"))):
+            if getattr(self, name) not in allowed:
+                bad(name, f"{getattr(self, name)!r} is not one of {', '.join(allowed)}")
+        return self
+
+    def to_dict(self) -> dict:
+        return {"phase": self.phase, **dataclasses.asdict(self)}
+
+
+@dataclass
+class PretrainConfig(TrainConfig):
+    """SimMIM pre-training (paper Sec. 2.2, Table A1)."""
+
+    epochs: int = 100
+    lr: float = 1e-4
+    weight_decay: float = 0.05
+    milestones: tuple[int, ...] = (50, 85)
+    gamma: float = 0.1
+    num_images: int | None = None  # nested subset of the image folder (paper: 45k / 100k / 200k); None = all
+    subset_seed: int = 0
+    mask_ratio: float = 0.5
+    crop_scale: tuple[float, float] = (0.67, 1.0)
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    divide_loss_by_masked: bool = False  # authors: L1 / number of masked patches
+
+    phase = "pretrain"
+
+    def validate(self):
+        super().validate()
+        if not 0 < self.mask_ratio < 1:
+            raise VinyError(f"invalid pretrain option --mask-ratio: must be in (0, 1), got {self.mask_ratio}")
+        return self
+
+
+@dataclass
+class IntermediateConfig(TrainConfig):
+    """Intermediate fine-tuning (paper Sec. 2.3, Table A1); the head is dropped afterwards.
+
+    ``task``: ``cls_intel`` (CLS classification of Intel scenes, the paper's), ``cls_pets``
+    (CLS classification of Pets breeds) or ``spatial`` (per-patch majority-trimap labels
+    on Pets). Pets-based tasks train on the images outside the nested test set
+    (``test_size``, ``split_seed``), so that a fine-tune with ``--split nested`` and the
+    same test set never sees its test images twice.
+    """
+
+    epochs: int = 200
+    lr: float = 8e-4
+    weight_decay: float = 0.0
+    milestones: tuple[int, ...] = (180, 190)
+    gamma: float = 0.1
+    task: Literal["cls_intel", "cls_pets", "spatial"] = "cls_intel"
+    num_images: int | None = None  # use only the first N training images (seeded); None = all
+    contrast: float = 0.3
+    mixup_alpha: float = 0.0  # authors: 0.1 (torchvision MixUp)
+    test_size: int = 1000
+    split_seed: int = 42
+
+    phase = "intermediate"
+
+    def validate(self):
+        super().validate()
+        if self.task not in ("cls_intel", "cls_pets", "spatial"):
+            raise VinyError(f"invalid intermediate option --task: {self.task!r} is not one of cls_intel, cls_pets, spatial")
+        return self
+
+
+@dataclass
+class FinetuneConfig(TrainConfig):
+    """Downstream trimap segmentation on Oxford-IIIT Pet (paper Sec. 2.4, Table A1)."""
+
+    epochs: int = 100
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    milestones: tuple[int, ...] = (70, 90, 95)
+    gamma: float = 0.5
+    train_size: int = 250
+    test_size: int = 1000
+    split: Literal["paper", "nested"] = "paper"
+    split_seed: int = 42
+    contrast: float = 0.3
+    loss_quirk: bool = False  # authors' log_softmax over pixels before the CE (likely unintended)
+
+    phase = "finetune"
+
+    def validate(self):
+        super().validate()
+        if self.split not in ("paper", "nested"):
+            raise VinyError(f"invalid finetune option --split: {self.split!r} is not one of paper, nested")
+        return self
+
+
+PHASES: dict[str, type[TrainConfig]] = {"pretrain": PretrainConfig, "intermediate": IntermediateConfig, "finetune": FinetuneConfig}
+
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    "paper": {"pretrain": {}, "intermediate": {}, "finetune": {}},
+    "reference": {
+        "pretrain": {"lr": 1e-3, "gamma": 0.5, "divide_loss_by_masked": True},
+        "intermediate": {"optimizer": "adam", "mixup_alpha": 0.1, "resize": "nearest"},
+        "finetune": {"normalize": False, "resize": "nearest"},
+    },
+}
+
+
+def _coerce(cls: type, name: str, value):
+    ftype = {f.name: f.type for f in fields(cls)}[name]
+    if isinstance(value, list):
+        value = tuple(value)
+    if "tuple" in str(ftype) and value is not None and not isinstance(value, tuple):
+        value = (value,)
+    return value
+
+
+def scale_milestones(milestones: tuple[int, ...], from_epochs: int, to_epochs: int) -> tuple[int, ...]:
+    """Milestones at the same fractions of a schedule of ``to_epochs`` (e.g. {50, 85} of 100 -> {10, 17} of 20)."""
+    return tuple(sorted({max(1, round(m * to_epochs / from_epochs)) for m in milestones if round(m * to_epochs / from_epochs) < to_epochs}))
+
+
+def make_config(phase: str, preset: str = "paper", scale_schedule: bool = True, **overrides) -> TrainConfig:
+    """The ``preset`` configuration of ``phase`` with ``overrides``; unknown keys are an error.
+
+    With ``scale_schedule`` (default), overriding ``epochs`` without ``milestones`` moves
+    the LR milestones to the same fractions of the shorter or longer schedule.
+    """
+    if phase not in PHASES:
+        raise VinyError(f"unknown phase {phase!r}: use one of {', '.join(PHASES)}")
+    if preset not in PRESETS:
+        raise VinyError(f"unknown preset {preset!r}: use one of {', '.join(PRESETS)}")
+    cls = PHASES[phase]
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(overrides) - names)
+    if unknown:
+        raise VinyError(f"unknown {phase} option(s): {', '.join(unknown)}")
+    values = {**PRESETS[preset][phase], **overrides}
+    if scale_schedule and "epochs" in overrides and "milestones" not in overrides:
+        base = cls()
+        values["milestones"] = scale_milestones(base.milestones, base.epochs, int(overrides["epochs"]))
+    return cls(**{k: _coerce(cls, k, v) for k, v in values.items()}).validate()
+
+
+def config_from_dict(d: dict) -> TrainConfig:
+    """Inverse of ``TrainConfig.to_dict`` (e.g. a run's ``config.json``)."""
+    d = dict(d)
+    phase = d.pop("phase", None)
+    if phase not in PHASES:
+        raise VinyError(f"config has unknown phase {phase!r}")
+    return make_config(phase, scale_schedule=False, **d)
+
+
+def load_config_json(path) -> TrainConfig:
+    return config_from_dict(json.loads(open(path).read()))

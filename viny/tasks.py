@@ -1,0 +1,281 @@
+"""What each training phase trains: its data, model (encoder + head), loss and evaluation.
+
+One :class:`Task` per phase feeds the single training loop of :mod:`viny.train`:
+
+* :class:`PretrainTask`: SimMIM on a folder of images (RandomResizedCrop 128, scale
+  (0.67, 1), flip, ImageNet normalisation); evaluated by the masked L1 on fixed images
+  and masks.
+* :class:`IntermediateTask`: ``cls_intel`` / ``cls_pets`` (CLS head, cross-entropy, flip +
+  contrast 0.3, optional MixUp) or ``spatial`` (per-patch majority-trimap labels);
+  evaluated by accuracy on held-out images.
+* :class:`FinetuneTask`: trimap segmentation with a per-patch linear head (joint flip,
+  contrast 0.3); evaluated on the never-augmented test split with
+  :func:`viny.metrics.segmentation_scores` (both mIoU definitions).
+
+All randomness of a step (order, augmentation, masks) comes from the
+``torch.Generator`` the loop passes in.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from viny.config import FinetuneConfig, IntermediateConfig, PretrainConfig, TrainConfig
+from viny.data import augment as A
+from viny.data.datasets import load_image_folder, load_intel, load_pets, split_indices
+from viny.errors import DataError
+from viny.heads import ClassificationHead, PatchClassifier, SegmentationHead, segmentation_loss
+from viny.metrics import SegmentationMeter
+from viny.model import ViNy, patch_tokens
+from viny.simmim import SimMIM
+
+__all__ = ["Segmenter", "CLSClassifier", "PatchSupervised", "patch_majority_labels", "make_task", "Task"]
+
+
+class Segmenter(nn.Module):
+    """Encoder + per-patch segmentation head: images -> ``[B, 3, H, W]`` logits."""
+
+    def __init__(self, encoder: ViNy, num_classes: int = 3):
+        super().__init__()
+        self.encoder = encoder
+        self.head = SegmentationHead(encoder.embed_dim, encoder.patch_size, num_classes, encoder.grid_size)
+
+    def forward(self, images):
+        return self.head(patch_tokens(self.encoder, images))
+
+
+class CLSClassifier(nn.Module):
+    """Encoder + Linear on the CLS output: images -> ``[B, num_classes]``."""
+
+    def __init__(self, encoder: ViNy, num_classes: int):
+        super().__init__()
+        self.encoder = encoder
+        self.head = ClassificationHead(encoder.embed_dim, num_classes)
+
+    def forward(self, images):
+        return self.head(self.encoder.forward_features(images)[:, 0])
+
+
+class PatchSupervised(nn.Module):
+    """Encoder + Linear on each patch token: images -> ``[B, L, num_classes]``."""
+
+    def __init__(self, encoder: ViNy, num_classes: int = 3):
+        super().__init__()
+        self.encoder = encoder
+        self.head = PatchClassifier(encoder.embed_dim, num_classes)
+
+    def forward(self, images):
+        return self.head(patch_tokens(self.encoder, images))
+
+
+def patch_majority_labels(target: torch.Tensor, patch_size: int, num_classes: int = 3) -> torch.Tensor:
+    """``[B, H, W]`` pixel labels -> ``[B, L]`` each patch's most frequent label (ties: lowest class)."""
+    b, h, w = target.shape
+    p = patch_size
+    onehot = F.one_hot(target.long(), num_classes)  # b h w k
+    counts = onehot.reshape(b, h // p, p, w // p, p, num_classes).sum((2, 4))  # b gh gw k
+    return counts.reshape(b, -1, num_classes).argmax(-1)
+
+
+def _gather(array: np.ndarray, idx: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(array[idx]))
+
+
+class Task:
+    """Interface used by the training loop."""
+
+    config: TrainConfig
+    train_index: np.ndarray  # indices into the task's arrays that form the training set
+
+    def build(self, encoder: ViNy) -> nn.Module:
+        raise NotImplementedError
+
+    def loss(self, model: nn.Module, idx: np.ndarray, gen: torch.Generator, device) -> torch.Tensor:
+        raise NotImplementedError
+
+    def evaluate(self, model: nn.Module, device, autocast) -> dict:
+        raise NotImplementedError
+
+    @property
+    def data_summary(self) -> dict:
+        return {}
+
+    def _prep(self, images_u8: torch.Tensor, device) -> torch.Tensor:
+        return A.to_float(images_u8.to(device, non_blocking=True))
+
+    def _norm(self, x: torch.Tensor) -> torch.Tensor:
+        return A.normalize(x) if self.config.normalize else x
+
+
+def _valid_only(index: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    return index[valid[index]]
+
+
+class PretrainTask(Task):
+    def __init__(self, config: PretrainConfig, progress: bool = True):
+        self.config = config
+        size = _image_size(config)
+        self.arrays = load_image_folder(config.data, config.num_images, config.subset_seed, size, config.resize,
+                                        config.cache_dir, config.skip_bad_images, progress)
+        self.train_index = np.flatnonzero(self.arrays.valid)
+        self.size = size
+
+    @property
+    def data_summary(self):
+        return {"pretrain_images": int(len(self.train_index)), "skipped_bad_images": len(self.arrays.bad_files)}
+
+    def build(self, encoder):
+        return SimMIM(encoder, self.config.mask_ratio, self.config.divide_loss_by_masked)
+
+    def loss(self, model, idx, gen, device):
+        c = self.config
+        x = self._prep(_gather(self.arrays.images, idx), device)
+        x = A.random_resized_crop(x, self.size, c.crop_scale, c.crop_ratio, gen)
+        x = self._norm(A.random_hflip(x, gen))
+        mask = model.random_mask(x.shape[0], generator=gen).to(device)
+        return model(x, mask=mask)[0]
+
+    @torch.no_grad()
+    def evaluate(self, model, device, autocast):
+        """Masked L1 on up to 512 training images, un-augmented, with fixed masks."""
+        model.eval()
+        idx = self.train_index[:512]
+        gen = torch.Generator().manual_seed(0)
+        total, n = 0.0, 0
+        for chunk in np.array_split(idx, max(1, len(idx) // self.config.eval_batch_size)):
+            x = self._norm(self._prep(_gather(self.arrays.images, chunk), device))
+            mask = model.random_mask(len(chunk), generator=gen).to(device)
+            with autocast:
+                loss = model(x, mask=mask)[0]
+            total += float(loss) * len(chunk)
+            n += len(chunk)
+        return {"eval_l1": total / n, "eval_images": n}
+
+
+class IntermediateTask(Task):
+    def __init__(self, config: IntermediateConfig, progress: bool = True):
+        self.config = config
+        size = _image_size(config)
+        c = config
+        if c.task == "cls_intel":
+            train = load_intel(c.data, "train", size, c.resize, c.cache_dir, c.skip_bad_images, progress)
+            test = load_intel(c.data, "test", size, c.resize, c.cache_dir, c.skip_bad_images, progress)
+            self.images, self.labels = train.arrays.images, train.arrays.targets
+            self.test_images, self.test_labels = test.arrays.images, test.arrays.targets
+            self.train_index = np.flatnonzero(train.arrays.valid)
+            self.test_index = np.flatnonzero(test.arrays.valid)
+            self.num_classes = len(train.classes)
+        else:
+            pets = load_pets(c.data, size, c.resize, cache_dir=c.cache_dir, skip_bad=c.skip_bad_images, progress=progress)
+            n = len(pets.arrays)
+            train_idx, test_idx = split_indices(n, n - c.test_size, c.test_size, "nested", c.split_seed)
+            self.train_index = _valid_only(train_idx, pets.arrays.valid)
+            self.test_index = _valid_only(test_idx, pets.arrays.valid)
+            self.images = self.test_images = pets.arrays.images
+            if c.task == "cls_pets":
+                self.labels = self.test_labels = pets.breeds
+                self.num_classes = int(pets.breeds.max()) + 1
+            else:
+                self.labels = self.test_labels = pets.arrays.targets
+                self.num_classes = 3
+        if c.num_images is not None:
+            if c.num_images > len(self.train_index):
+                raise DataError(f"--num-images {c.num_images} is more than the {len(self.train_index)} training images of task {c.task}")
+            perm = torch.randperm(len(self.train_index), generator=torch.Generator().manual_seed(c.split_seed)).numpy()
+            self.train_index = np.sort(self.train_index[perm[: c.num_images]])
+
+    @property
+    def data_summary(self):
+        return {"train_images": int(len(self.train_index)), "test_images": int(len(self.test_index)), "num_classes": self.num_classes}
+
+    def build(self, encoder):
+        if self.config.task == "spatial":
+            return PatchSupervised(encoder, self.num_classes)
+        return CLSClassifier(encoder, self.num_classes)
+
+    def loss(self, model, idx, gen, device):
+        c = self.config
+        x = self._prep(_gather(self.images, idx), device)
+        y = _gather(self.labels, idx).to(device).long()
+        if c.task == "spatial":
+            x, y = A.random_hflip(x, gen, y)
+            x = self._norm(A.random_contrast(x, c.contrast, gen))
+            y = patch_majority_labels(y, model.encoder.patch_size, self.num_classes)
+            return F.cross_entropy(model(x).flatten(0, 1).float(), y.flatten())
+        x = self._norm(A.random_contrast(A.random_hflip(x, gen), c.contrast, gen))
+        x, soft = A.mixup(x, y, self.num_classes, c.mixup_alpha, gen)
+        return F.cross_entropy(model(x).float(), soft)
+
+    @torch.no_grad()
+    def evaluate(self, model, device, autocast):
+        model.eval()
+        correct, n = 0, 0
+        bs = self.config.eval_batch_size
+        for start in range(0, len(self.test_index), bs):
+            chunk = self.test_index[start : start + bs]
+            x = self._norm(self._prep(_gather(self.test_images, chunk), device))
+            y = _gather(self.test_labels, chunk).to(device).long()
+            with autocast:
+                out = model(x)
+            if self.config.task == "spatial":
+                y = patch_majority_labels(y, model.encoder.patch_size, self.num_classes)
+            correct += int((out.argmax(-1) == y).sum())
+            n += y.numel()
+        key = "patch_accuracy" if self.config.task == "spatial" else "accuracy"
+        return {key: correct / n, "test_images": int(len(self.test_index))}
+
+
+class FinetuneTask(Task):
+    def __init__(self, config: FinetuneConfig, progress: bool = True):
+        self.config = config
+        c = config
+        size = _image_size(config)
+        self.pets = load_pets(c.data, size, c.resize, cache_dir=c.cache_dir, skip_bad=c.skip_bad_images, progress=progress)
+        train_idx, test_idx = split_indices(len(self.pets.arrays), c.train_size, c.test_size, c.split, c.split_seed)
+        self.train_index = _valid_only(train_idx, self.pets.arrays.valid)
+        self.test_index = _valid_only(test_idx, self.pets.arrays.valid)
+
+    @property
+    def data_summary(self):
+        return {"train_images": int(len(self.train_index)), "test_images": int(len(self.test_index)), "pool_images": len(self.pets.arrays)}
+
+    def build(self, encoder):
+        return Segmenter(encoder, 3)
+
+    def loss(self, model, idx, gen, device):
+        c = self.config
+        x = self._prep(_gather(self.pets.arrays.images, idx), device)
+        y = _gather(self.pets.arrays.targets, idx).to(device).long()
+        x, y = A.random_hflip(x, gen, y)
+        x = self._norm(A.random_contrast(x, c.contrast, gen))
+        return segmentation_loss(model(x), y, reference_quirk=c.loss_quirk, patch_size=model.encoder.patch_size)
+
+    @torch.no_grad()
+    def predict(self, model, idx: np.ndarray, device, autocast) -> torch.Tensor:
+        """Predicted label maps ``[N, H, W]`` for pool indices ``idx`` (no augmentation)."""
+        model.eval()
+        x = self._norm(self._prep(_gather(self.pets.arrays.images, idx), device))
+        with autocast:
+            return model(x).argmax(1).cpu()
+
+    def evaluate(self, model, device, autocast):
+        meter = SegmentationMeter(3)
+        bs = self.config.eval_batch_size
+        for start in range(0, len(self.test_index), bs):
+            chunk = self.test_index[start : start + bs]
+            meter.update(self.predict(model, chunk, device, autocast), _gather(self.pets.arrays.targets, chunk))
+        return {**meter.scores(), "test_images": meter.num_images}
+
+
+def _image_size(config: TrainConfig) -> int:
+    from viny.model import VINY_ARGS, VINY_TEST_ARGS
+
+    return (VINY_TEST_ARGS if config.model == "viny_test" else VINY_ARGS)["img_size"]
+
+
+def make_task(config: TrainConfig, progress: bool = True) -> Task:
+    cls = {PretrainConfig: PretrainTask, IntermediateConfig: IntermediateTask, FinetuneConfig: FinetuneTask}[type(config)]
+    return cls(config, progress)

@@ -1,0 +1,178 @@
+"""One training loop for every phase (pretrain, intermediate, finetune).
+
+``train(config, out_dir)`` writes a run directory::
+
+    out_dir/
+      config.json          the full configuration (+ device, precision, data summary)
+      metrics.csv          one row per epoch: epoch, train_loss, lr, seconds
+      state.pt             resume checkpoint: model, optimizer, scheduler, epoch, history
+      encoder.safetensors  the final encoder (head dropped) + encoder.json metadata
+      model.safetensors    the final encoder + head (for ``viny evaluate``) + model.json
+      results.json         final evaluation (finetune: segmentation_scores, both mIoUs)
+      checkpoints/encoder_epoch{N}.safetensors   with --save-encoder-every N
+
+Determinism: the model is initialised from ``config.seed``; each epoch draws its data
+order, augmentations and masks from a generator seeded by ``(seed, epoch)``, so a run
+resumed from the checkpoint of epoch k ends exactly like an uninterrupted one (on CPU).
+Every file is written atomically. A non-finite loss stops the run with
+:class:`~viny.errors.TrainingDiverged`, leaving the last good checkpoint in place.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+import viny
+from viny.config import TrainConfig
+from viny.device import autocast, resolve_device, resolve_precision
+from viny.errors import TrainingDiverged, VinyError
+from viny.files import atomic_path, atomic_write_json, atomic_write_text
+from viny.model import create_encoder
+from viny.tasks import make_task
+from viny.weights import load_encoder, save_weights
+
+__all__ = ["train", "epoch_generator", "init_encoder", "RESULTS", "STATE"]
+
+STATE = "state.pt"
+RESULTS = "results.json"
+
+
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """The generator of one epoch: everything random in the epoch is drawn from it."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+
+
+def init_encoder(config: TrainConfig):
+    """A fresh encoder from ``config.seed``, or the weights in ``config.init_from``."""
+    torch.manual_seed(config.seed)
+    if not config.init_from:
+        return create_encoder(config.model)
+    path = Path(config.init_from)
+    if not path.is_file():
+        raise VinyError(f"--init-from {path}: no such file")
+    if path.suffix == ".safetensors":
+        return load_encoder(path)
+    from viny.reference import load_reference_checkpoint
+    from viny.simmim import SimMIM
+
+    model = load_reference_checkpoint(path)
+    enc = model.encoder if isinstance(model, SimMIM) else model
+    enc.reset_classifier(0)
+    return enc
+
+
+def _optimizer(config: TrainConfig, params):
+    cls = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
+    return cls(params, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def _write_metrics(path: Path, history: list[dict]) -> None:
+    buf = io.StringIO()
+    if history:
+        w = csv.DictWriter(buf, fieldnames=list(history[0]))
+        w.writeheader()
+        w.writerows(history)
+    atomic_write_text(path, buf.getvalue())
+
+
+def _save_state(path: Path, model, opt, sched, epoch: int, history: list[dict]) -> None:
+    with atomic_path(path) as tmp:
+        torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                    "epoch": epoch, "history": history}, tmp)
+
+
+def _load_state(path: Path) -> dict:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise VinyError(f"cannot resume from {path}: {e}") from None
+
+
+def train(config: TrainConfig, out_dir: str | Path, resume: bool = False, progress: bool = True) -> dict:
+    """Run one phase to the end; returns the final results (also in ``results.json``)."""
+    config.validate()
+    out = Path(out_dir)
+    state_path = out / STATE
+    if resume:
+        if not state_path.is_file():
+            raise VinyError(f"--resume: {out} has no checkpoint ({STATE}) to resume from")
+        saved = json.loads((out / "config.json").read_text())
+        if {k: v for k, v in saved.items() if k not in ("runtime",)} != json.loads(json.dumps(config.to_dict())):
+            raise VinyError(f"--resume: the options differ from the run in {out}; resume with the same options")
+    elif state_path.exists() or (out / RESULTS).exists():
+        raise VinyError(f"{out} already holds a run; pass --resume to continue it or choose another output folder")
+
+    device = resolve_device(config.device)
+    precision = resolve_precision(config.precision, device)
+    amp = autocast(device, precision)
+    task = make_task(config, progress)
+    if len(task.train_index) == 0:
+        raise VinyError("no training images")
+    model = task.build(init_encoder(config)).to(device)
+    opt = _optimizer(config, model.parameters())
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(config.milestones), gamma=config.gamma)
+
+    start, history = 0, []
+    if resume:
+        st = _load_state(state_path)
+        model.load_state_dict(st["model"])
+        opt.load_state_dict(st["optimizer"])
+        sched.load_state_dict(st["scheduler"])
+        start, history = st["epoch"] + 1, st["history"]
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        runtime = {"device": str(device), "precision": precision, "viny_version": viny.__version__, **task.data_summary}
+        atomic_write_json(out / "config.json", {**config.to_dict(), "runtime": runtime})
+
+    n = len(task.train_index)
+    steps = (n + config.batch_size - 1) // config.batch_size
+    bar = tqdm(total=config.epochs * steps, initial=start * steps, desc=f"{config.phase}", disable=not progress, unit="step", dynamic_ncols=True)
+    try:
+        for epoch in range(start, config.epochs):
+            t0 = time.perf_counter()
+            model.train()
+            gen = epoch_generator(config.seed, epoch)
+            order = task.train_index[torch.randperm(n, generator=gen).numpy()]
+            total = 0.0
+            for k, idx in enumerate(np.array_split(order, steps)):
+                with amp:
+                    loss = task.loss(model, idx, gen, device)
+                value = loss.item()
+                if not np.isfinite(value):
+                    raise TrainingDiverged(
+                        f"non-finite loss ({value}) at epoch {epoch + 1}, step {k + 1}; stopped. "
+                        f"The last good checkpoint is {state_path if state_path.exists() else 'none (first epoch)'}; "
+                        "try a lower --lr or --precision fp32"
+                    )
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                total += value * len(idx)
+                bar.update()
+                bar.set_postfix(epoch=epoch + 1, loss=f"{value:.4f}")
+            row = {"epoch": epoch + 1, "train_loss": total / n, "lr": opt.param_groups[0]["lr"], "seconds": round(time.perf_counter() - t0, 3)}
+            sched.step()
+            history.append(row)
+            last = epoch + 1 == config.epochs
+            if config.save_encoder_every and (epoch + 1) % config.save_encoder_every == 0:
+                save_weights(model.encoder, out / "checkpoints" / f"encoder_epoch{epoch + 1}.safetensors", phase=config.phase, epoch=epoch + 1, metrics=row)
+            if last or (epoch + 1) % config.checkpoint_every == 0:
+                _save_state(state_path, model, opt, sched, epoch, history)
+            _write_metrics(out / "metrics.csv", history)
+    finally:
+        bar.close()
+
+    results = {"phase": config.phase, **task.evaluate(model, device, amp), "final_train_loss": history[-1]["train_loss"], "epochs": config.epochs}
+    meta = {"phase": config.phase, "epoch": config.epochs, "metrics": results, "config": config.to_dict()}
+    save_weights(model.encoder, out / "encoder.safetensors", **meta)
+    save_weights(model, out / "model.safetensors", **meta)
+    atomic_write_json(out / RESULTS, results)
+    return results
