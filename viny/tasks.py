@@ -240,7 +240,8 @@ class FinetuneTask(Task):
 
     @property
     def data_summary(self):
-        return {"train_images": int(len(self.train_index)), "test_images": int(len(self.test_index)), "pool_images": len(self.pets.arrays)}
+        return {"train_images": int(len(self.train_index)), "test_images": int(len(self.test_index)),
+                "pool_images": len(self.pets.arrays), "skipped_bad_images": len(self.pets.arrays.bad_files)}
 
     def build(self, encoder):
         return Segmenter(encoder, 3)

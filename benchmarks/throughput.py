@@ -1,0 +1,112 @@
+"""Throughput of viny's training phases and data pipeline on this machine.
+
+    .venv/bin/python benchmarks/throughput.py [--steps 6] [--batch-size 64] [--precision fp32 bf16]
+
+Prints images/s of
+* each phase's full training step (data gather + augmentation + forward + backward +
+  AdamW step) on the shipped sample, for each precision asked for;
+* evaluation (no-grad forward of the segmenter);
+* the data pipeline: decoding the JPEGs again (what a PIL loader pays every epoch) vs
+  serving augmented batches from the uint8 cache.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+
+from viny.config import make_config
+from viny.data import augment as A
+from viny.data.datasets import load_pets, sample_root
+from viny.data.images import load_rgb, resize_rgb
+from viny.device import autocast, resolve_device
+from viny.tasks import make_task
+from viny.train import init_encoder
+
+
+def time_train_steps(phase: str, precision: str, steps: int, batch: int, extra: dict, device) -> float:
+    cfg = make_config(phase, precision=precision, batch_size=batch, **extra)
+    task = make_task(cfg, progress=False)
+    model = task.build(init_encoder(cfg)).to(device).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
+    gen = torch.Generator().manual_seed(0)
+    amp = autocast(device, precision)
+
+    def step():
+        idx = task.train_index[torch.randint(len(task.train_index), (batch,), generator=gen).numpy()]
+        with amp:
+            loss = task.loss(model, idx, gen, device)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return loss.item()
+
+    step()  # warm-up
+    t = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return steps * batch / (time.perf_counter() - t)
+
+
+def time_eval(precision: str, steps: int, batch: int, device) -> float:
+    cfg = make_config("finetune", precision=precision, train_size=batch, test_size=batch)
+    task = make_task(cfg, progress=False)
+    model = task.build(init_encoder(cfg)).to(device)
+    amp = autocast(device, precision)
+    task.predict(model, task.test_index, device, amp)
+    t = time.perf_counter()
+    for _ in range(steps):
+        task.predict(model, task.test_index, device, amp)
+    return steps * len(task.test_index) / (time.perf_counter() - t)
+
+
+def time_data(n: int, batch: int) -> tuple[float, float]:
+    pets = load_pets(progress=False)
+    root = sample_root() / "oxford-iiit-pet" / "images"
+    files = sorted(root.glob("*.jpg"))[:n]
+    t = time.perf_counter()
+    for f in files:
+        resize_rgb(load_rgb(f), 128)
+    cold = len(files) / (time.perf_counter() - t)
+    gen = torch.Generator().manual_seed(0)
+    images = pets.arrays.images
+    t = time.perf_counter()
+    served = 0
+    while served < 20 * batch:
+        idx = np.sort(torch.randint(len(images), (batch,), generator=gen).numpy())
+        x = A.to_float(torch.from_numpy(np.ascontiguousarray(images[idx])))
+        x = A.normalize(A.random_contrast(A.random_hflip(x, gen), 0.3, gen))
+        served += batch
+    cached = served / (time.perf_counter() - t)
+    return cold, cached
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--steps", type=int, default=6)
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--precision", nargs="+", default=["fp32", "bf16"])
+    ap.add_argument("--device", default="auto")
+    args = ap.parse_args()
+    device = resolve_device(args.device)
+    print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch_size}")
+    phases = {
+        "pretrain (SimMIM)": ("pretrain", {"num_images": 1000}),
+        "intermediate (CLS, Intel)": ("intermediate", {}),
+        "finetune (segmentation)": ("finetune", {"train_size": 398, "test_size": 200}),
+    }
+    for prec in args.precision:
+        for name, (phase, extra) in phases.items():
+            rate = time_train_steps(phase, prec, args.steps, args.batch_size, extra, device)
+            print(f"{prec:5s} train step  {name:28s} {rate:8.1f} images/s")
+        print(f"{prec:5s} evaluation  {'finetune (segmentation)':28s} {time_eval(prec, args.steps, args.batch_size * 4, device):8.1f} images/s")
+    cold, cached = time_data(200, args.batch_size)
+    print(f"data  decode JPEG + resize (1 thread)      {cold:8.1f} images/s")
+    print(f"data  cached uint8 + augmentation           {cached:8.1f} images/s  ({cached / cold:.0f}x)")
+
+
+if __name__ == "__main__":
+    main()

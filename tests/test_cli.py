@@ -1,0 +1,82 @@
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from viny.cli import main
+
+TINY = ["--model", "viny_test", "--epochs", "1", "--quiet", "--batch-size", "16"]
+
+
+def run(capsys, *args):
+    rc = main(list(args))
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def one_line_error(err, *needles):
+    lines = [line for line in err.strip().splitlines()]
+    assert len(lines) == 1, err
+    for n in needles:
+        assert n in lines[0], lines[0]
+
+
+def test_finetune_and_evaluate_print_json(capsys, tmp_path):
+    rc, out, _ = run(capsys, "finetune", *TINY, "--train-size", "16", "--test-size", "16", "--out", str(tmp_path / "ft"))
+    assert rc == 0
+    res = json.loads(out)
+    rc, out, _ = run(capsys, "evaluate", str(tmp_path / "ft"), "--quiet")
+    assert rc == 0 and json.loads(out)["miou"] == pytest.approx(res["miou"])
+
+
+def test_bad_inputs_are_one_line_errors(capsys, tmp_path, pets_root):
+    rc, _, err = run(capsys, "finetune", *TINY, "--data", str(tmp_path / "missing"))
+    assert rc == 2
+    one_line_error(err, "does not exist", "expected oxford-iiit-pet/images")
+    rc, _, err = run(capsys, "finetune", *TINY, "--preset", "nope")
+    one_line_error(err, "unknown preset 'nope'")
+    rc, _, err = run(capsys, "finetune", *TINY, "--train-size", "600", "--test-size", "100")
+    one_line_error(err, "600", "more than the 598 images")
+    tri = pets_root / "oxford-iiit-pet" / "annotations" / "trimaps" / "Abyssinian_3.png"
+    good_trimap = tri.read_bytes()
+    Image.fromarray(np.full((40, 46), 9, np.uint8)).save(tri)
+    rc, _, err = run(capsys, "finetune", *TINY, "--data", str(pets_root), "--train-size", "4", "--test-size", "4", "--cache-dir", str(tmp_path / "c1"))
+    one_line_error(err, "Abyssinian_3.png", "values [9]")
+    tri.write_bytes(good_trimap)
+    bad = pets_root / "oxford-iiit-pet" / "images" / "beagle_2.jpg"
+    bad.write_bytes(b"\xff\xd8garbage")
+    rc, _, err = run(capsys, "finetune", *TINY, "--data", str(pets_root), "--train-size", "4", "--test-size", "4", "--cache-dir", str(tmp_path / "c"))
+    one_line_error(err, "beagle_2.jpg", "--skip-bad-images")
+    rc, out, err = run(capsys, "finetune", *TINY, "--data", str(pets_root), "--train-size", "4", "--test-size", "4", "--cache-dir", str(tmp_path / "c"),
+                       "--skip-bad-images", "--out", str(tmp_path / "skip"))
+    assert rc == 0, err
+    config = json.loads((tmp_path / "skip" / "config.json").read_text())
+    assert config["runtime"]["pool_images"] == 12 and config["runtime"]["skipped_bad_images"] == 1
+    rc, _, err = run(capsys, "evaluate", str(tmp_path / "nothing"))
+    one_line_error(err, "not found")
+    rc, _, err = run(capsys, "intermediate", *TINY, "--data", str(pets_root))
+    one_line_error(err, "seg_train/seg_train")
+    rc, _, err = run(capsys, "finetune", *TINY, "--resume")
+    one_line_error(err, "--resume needs --out")
+
+
+def test_unknown_option_is_rejected_by_argparse(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["finetune", "--colour", "red"])
+    assert e.value.code == 2 and "unrecognized arguments: --colour" in capsys.readouterr().err
+
+
+def test_demo_smoke_runs_and_reuses_finished_cells(capsys, tmp_path):
+    rc, out, _ = run(capsys, "demo", "--scale", "smoke", "--out", str(tmp_path / "d"), "--quiet")
+    assert rc == 0 and "mIoU" in out
+    import pandas as pd
+
+    results = pd.read_csv(tmp_path / "d" / "results.csv")
+    assert len(results) == 2 * 2 * 2 * 2  # pretrain x intermediate x sizes x seeds
+    assert set(results["pretrain"]) == {"none", "simmim"} and set(results["intermediate"]) == {"none", "cls_intel"}
+    summary = pd.read_csv(tmp_path / "d" / "summary.csv")
+    assert len(summary) == 8 and (summary["seeds"] == 2).all()
+    before = (tmp_path / "d" / "finetune" / "none-none-n16-s0" / "results.json").stat().st_mtime_ns
+    run(capsys, "demo", "--scale", "smoke", "--out", str(tmp_path / "d"), "--quiet")
+    assert (tmp_path / "d" / "finetune" / "none-none-n16-s0" / "results.json").stat().st_mtime_ns == before

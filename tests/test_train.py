@@ -1,0 +1,145 @@
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import viny.train as T
+from viny.config import make_config
+from viny.errors import TrainingDiverged, VinyError
+from viny.evaluate import evaluate_checkpoint
+from viny.model import patch_tokens
+from viny.tasks import patch_majority_labels
+from viny.weights import load_encoder, read_metadata
+
+TINY = dict(model="viny_test", precision="fp32", batch_size=16)
+
+
+def metrics(run):
+    return list(csv.DictReader(open(run / "metrics.csv")))
+
+
+def test_pretrain_intermediate_finetune_flow(tmp_path):
+    pre = T.train(make_config("pretrain", epochs=2, num_images=32, **TINY), tmp_path / "pre", progress=False)
+    assert pre["phase"] == "pretrain" and np.isfinite(pre["eval_l1"])
+    enc = tmp_path / "pre" / "encoder.safetensors"
+    assert read_metadata(enc)["phase"] == "pretrain" and read_metadata(enc)["epoch"] == 2
+    for task in ("cls_intel", "cls_pets", "spatial"):
+        r = T.train(make_config("intermediate", task=task, epochs=1, num_images=32, test_size=100, init_from=str(enc), **TINY),
+                    tmp_path / task, progress=False)
+        assert 0 <= r.get("accuracy", r.get("patch_accuracy")) <= 1
+        # the intermediate encoder starts from the pre-trained one, and its head is dropped
+        assert load_encoder(tmp_path / task / "encoder.safetensors").num_classes == 0
+    ft = T.train(make_config("finetune", epochs=2, train_size=32, test_size=40, split="nested",
+                             init_from=str(tmp_path / "cls_intel" / "encoder.safetensors"), **TINY), tmp_path / "ft", progress=False)
+    assert set(ft) >= {"miou", "pixel_accuracy", "paper_miou", "paper_pixel_accuracy"} and ft["test_images"] == 40
+    files = {p.name for p in (tmp_path / "ft").iterdir()}
+    assert files >= {"config.json", "metrics.csv", "state.pt", "encoder.safetensors", "model.safetensors", "results.json"}
+    assert [int(r["epoch"]) for r in metrics(tmp_path / "ft")] == [1, 2]
+    # evaluate re-scores the saved model on the same test split
+    ev = evaluate_checkpoint(tmp_path / "ft", progress=False)
+    assert ev["miou"] == pytest.approx(ft["miou"]) and ev["test_images"] == 40
+
+
+def test_init_from_changes_the_start(tmp_path):
+    T.train(make_config("pretrain", epochs=1, num_images=16, **TINY), tmp_path / "pre", progress=False)
+    cfg = make_config("finetune", epochs=1, train_size=16, test_size=16, **TINY)
+    scratch = T.init_encoder(cfg)
+    warm = T.init_encoder(make_config("finetune", epochs=1, train_size=16, test_size=16, init_from=str(tmp_path / "pre" / "encoder.safetensors"), **TINY))
+    x = torch.randn(1, 3, 64, 64)
+    assert not torch.allclose(patch_tokens(scratch, x), patch_tokens(warm, x))
+    assert torch.allclose(patch_tokens(warm, x), patch_tokens(load_encoder(tmp_path / "pre" / "encoder.safetensors"), x))
+
+
+def test_same_seed_same_run_on_cpu(tmp_path):
+    cfg = make_config("finetune", epochs=2, train_size=32, test_size=32, seed=3, **TINY)
+    a = T.train(cfg, tmp_path / "a", progress=False)
+    b = T.train(cfg, tmp_path / "b", progress=False)
+    assert a == b
+    assert [r["train_loss"] for r in metrics(tmp_path / "a")] == [r["train_loss"] for r in metrics(tmp_path / "b")]
+
+
+@pytest.mark.parametrize("phase,extra", [("finetune", dict(train_size=32, test_size=32)), ("pretrain", dict(num_images=32))])
+def test_resume_equals_uninterrupted(tmp_path, monkeypatch, phase, extra):
+    cfg = make_config(phase, epochs=3, **extra, **TINY)
+    full = T.train(cfg, tmp_path / "full", progress=False)
+
+    real = T.epoch_generator
+
+    def killed_at_epoch_3(seed, epoch):
+        if epoch == 2:
+            raise KeyboardInterrupt
+        return real(seed, epoch)
+
+    monkeypatch.setattr(T, "epoch_generator", killed_at_epoch_3)
+    with pytest.raises(KeyboardInterrupt):
+        T.train(cfg, tmp_path / "cut", progress=False)
+    assert not (tmp_path / "cut" / "results.json").exists() and len(metrics(tmp_path / "cut")) == 2
+    monkeypatch.setattr(T, "epoch_generator", real)
+    with pytest.raises(VinyError, match="already holds a run; pass --resume"):
+        T.train(cfg, tmp_path / "cut", progress=False)
+    resumed = T.train(cfg, tmp_path / "cut", resume=True, progress=False)
+    assert resumed == full
+    assert [r["train_loss"] for r in metrics(tmp_path / "cut")] == [r["train_loss"] for r in metrics(tmp_path / "full")]
+
+
+def test_resume_needs_a_checkpoint_and_the_same_options(tmp_path):
+    cfg = make_config("finetune", epochs=1, train_size=16, test_size=16, **TINY)
+    with pytest.raises(VinyError, match="has no checkpoint"):
+        T.train(cfg, tmp_path / "none", resume=True, progress=False)
+    T.train(cfg, tmp_path / "r", progress=False)
+    other = make_config("finetune", epochs=1, train_size=16, test_size=16, lr=0.1, **TINY)
+    with pytest.raises(VinyError, match="options differ"):
+        T.train(other, tmp_path / "r", resume=True, progress=False)
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    from viny.tasks import FinetuneTask
+
+    cfg = make_config("finetune", epochs=3, train_size=16, test_size=16, **TINY)
+    real = FinetuneTask.loss
+    calls = {"n": 0}
+
+    def loss(self, model, idx, gen, device):
+        calls["n"] += 1
+        out = real(self, model, idx, gen, device)
+        return out * float("nan") if calls["n"] > 1 else out  # epoch 1 is one step
+
+    monkeypatch.setattr(FinetuneTask, "loss", loss)
+    with pytest.raises(TrainingDiverged, match=r"non-finite loss \(nan\) at epoch 2, step 1.*state.pt"):
+        T.train(cfg, tmp_path / "r", progress=False)
+    state = torch.load(tmp_path / "r" / "state.pt", weights_only=True)
+    assert state["epoch"] == 0 and all(torch.isfinite(v).all() for v in state["model"].values())
+    assert not (tmp_path / "r" / "results.json").exists()
+
+
+def test_encoder_snapshots(tmp_path):
+    T.train(make_config("pretrain", epochs=2, num_images=16, save_encoder_every=1, **TINY), tmp_path / "p", progress=False)
+    assert sorted(p.name for p in (tmp_path / "p" / "checkpoints").glob("*.safetensors")) == ["encoder_epoch1.safetensors", "encoder_epoch2.safetensors"]
+
+
+def test_patch_majority_labels_by_hand():
+    t = torch.zeros(1, 4, 4, dtype=torch.long)
+    t[0, :2, 2:] = 2  # top-right patch: all boundary
+    t[0, 2:, :2] = torch.tensor([[1, 1], [1, 0]])  # bottom-left: 3 background, 1 fg
+    t[0, 2:, 2:] = torch.tensor([[1, 1], [0, 0]])  # bottom-right: tie 2-2 -> lowest class (0)
+    assert patch_majority_labels(t, 2).tolist() == [[0, 2, 1, 0]]
+
+
+def test_presets_and_config_errors():
+    ref = make_config("finetune", "reference")
+    assert ref.normalize is False and ref.resize == "nearest" and ref.lr == 2e-3
+    pre = make_config("pretrain", "reference")
+    assert pre.lr == 1e-3 and pre.gamma == 0.5 and pre.divide_loss_by_masked
+    paper = make_config("pretrain")
+    assert (paper.lr, paper.weight_decay, paper.milestones, paper.gamma, paper.epochs) == (1e-4, 0.05, (50, 85), 0.1, 100)
+    inter = make_config("intermediate")
+    assert (inter.lr, inter.weight_decay, inter.milestones, inter.epochs, inter.optimizer) == (8e-4, 0.0, (180, 190), 200, "adamw")
+    assert make_config("finetune", epochs=20).milestones == (14, 18, 19)
+    with pytest.raises(VinyError, match="unknown preset 'x'"):
+        make_config("finetune", "x")
+    with pytest.raises(VinyError, match="unknown finetune option.*: colour"):
+        make_config("finetune", colour=1)
+    with pytest.raises(VinyError, match="--batch-size: must be >= 1"):
+        make_config("finetune", batch_size=0)
