@@ -203,33 +203,68 @@ def linear_cka(x: torch.Tensor, y: torch.Tensor) -> float:
     return (hsic / ((x.T @ x).pow(2).sum().sqrt() * (y.T @ y).pow(2).sum().sqrt())).item()
 
 
-def kmeans(x: torch.Tensor, k: int, iters: int = 50, tol: float = 1e-6, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """k-means with k-means++ seeding from a seeded generator: ``(centroids [k, d], labels [n])``."""
-    x = torch.as_tensor(x).double()
-    n = x.shape[0]
+def kmeans(x: torch.Tensor, k: int, iters: int = 20, tol: float = 1e-6, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """k-means with k-means++ seeding from a seeded generator (at most ``iters`` Lloyd steps,
+    20 as in the DSE reference code), in the input's floating dtype.
+
+    ``x [n, d]`` -> ``(centroids [k, d], labels [n])``; or batched, many independent
+    problems at once: ``x [B, n, d]`` -> ``([B, k, d], [B, n])``.
+    """
+    x = torch.as_tensor(x)
+    x = x if x.is_floating_point() else x.double()
+    single = x.dim() == 2
+    if single:
+        x = x[None]
+    b, n, _ = x.shape
     k = min(k, n)
     gen = torch.Generator().manual_seed(seed)
-    centroids = x[torch.randint(n, (1,), generator=gen)]
+    rows = torch.arange(b)
+    centroids = x[rows, torch.randint(n, (b,), generator=gen)][:, None]  # b 1 d
     for _ in range(k - 1):
-        d2 = torch.cdist(x, centroids).min(1).values.pow(2)
-        probs = d2 / d2.sum() if d2.sum() > 0 else torch.full_like(d2, 1 / n)
-        centroids = torch.cat([centroids, x[torch.multinomial(probs, 1, generator=gen)]])
-    labels = torch.cdist(x, centroids).argmin(1)
+        d2 = torch.cdist(x, centroids).min(-1).values.pow(2)  # b n
+        total = d2.sum(-1, keepdim=True)
+        probs = torch.where(total > 0, d2 / total.clamp(min=1e-300), torch.full_like(d2, 1.0 / n))
+        pick = torch.multinomial(probs, 1, generator=gen)[:, 0]
+        centroids = torch.cat([centroids, x[rows, pick][:, None]], 1)
+    labels = torch.cdist(x, centroids).argmin(-1)
     for _ in range(iters):
-        new = torch.stack([x[labels == j].mean(0) if (labels == j).any() else centroids[j] for j in range(k)])
-        shift = (new - centroids).norm()
+        onehot = F.one_hot(labels, k).to(x.dtype)  # b n k
+        counts = onehot.sum(1)  # b k
+        sums = onehot.transpose(1, 2) @ x  # b k d
+        new = torch.where(counts[..., None] > 0, sums / counts.clamp(min=1)[..., None], centroids)
+        shift = (new - centroids).norm(dim=-1).max()
         centroids = new
-        labels = torch.cdist(x, centroids).argmin(1)
+        labels = torch.cdist(x, centroids).argmin(-1)
         if shift < tol:
             break
-    return centroids, labels
+    return (centroids[0], labels[0]) if single else (centroids, labels)
 
 
-def _cluster_radius(points: torch.Tensor) -> float:
-    """Sum of the singular values of the centred cluster, / sqrt(max(n - 1, d)): the
-    class-radius term of DSE's M_intra."""
-    c = points - points.mean(0)
-    return (torch.linalg.svdvals(c).sum() / math.sqrt(max(points.shape[0] - 1, points.shape[1]))).item()
+def _cluster_radii(x: torch.Tensor, labels: torch.Tensor, k: int) -> torch.Tensor:
+    """DSE's class radius for every cluster of every problem: the sum of the singular values
+    of the centred cluster / sqrt(max(n_j - 1, d)); NaN for clusters of fewer than 2 points.
+    ``x [B, n, d]``, ``labels [B, n]`` -> ``[B, k]``.
+
+    Clusters are gathered into a zero-padded ``[B, k, m, d]`` block (m = largest cluster);
+    the singular values come from the eigenvalues of each ``m x m`` Gram matrix.
+    """
+    b, n, d = x.shape
+    counts = F.one_hot(labels, k).sum(1)  # b k
+    m = int(counts.max())
+    order = labels.argsort(dim=1, stable=True)
+    sorted_labels = labels.gather(1, order)
+    offsets = torch.cumsum(counts, 1) - counts  # b k: first position of each cluster
+    rank = torch.arange(n).expand(b, n) - offsets.gather(1, sorted_labels)
+    padded = x.new_zeros(b, k, m, d)
+    bi = torch.arange(b)[:, None].expand(b, n)
+    padded[bi, sorted_labels, rank] = x[bi, order]
+    valid = (torch.arange(m)[None, None] < counts[..., None]).to(x.dtype)  # b k m
+    means = padded.sum(2) / counts.clamp(min=1)[..., None].to(x.dtype)
+    centred = (padded - means[:, :, None]) * valid[..., None]
+    gram = centred @ centred.transpose(-1, -2)  # b k m m
+    sv = torch.linalg.eigvalsh(gram).clamp(min=0).sqrt().sum(-1)
+    radius = sv / torch.sqrt(torch.clamp(counts - 1, min=d).to(x.dtype))
+    return torch.where(counts > 1, radius, torch.full_like(radius, float("nan")))
 
 
 def dse_components(
@@ -249,32 +284,37 @@ def dse_components(
       image, averaged over L such draws;
     * ``dse``: ``m_inter - m_intra + m_dim`` (lambda = 1; see :func:`dse_scores` for the
       adaptive lambda across checkpoints).
+    All k-means problems of a kind run batched.
     """
     t = _check_tokens(tokens)
     if normalize:
         t = F.normalize(t, dim=-1)
     n, l, d = t.shape
     scale = (t - t.mean((0, 1), keepdim=True)).norm(dim=-1).mean().item()
-    intra_image = []
-    for b in range(n):
-        _, lab = kmeans(t[b], local_clusters, seed=seed + b)
-        radii = [_cluster_radius(t[b][lab == j]) for j in range(local_clusters) if (lab == j).sum() > 1]
-        intra_image.append(np.mean(radii) if radii else 1.0)
-    intra_batch, inter = [], []
-    for start in range(0, n, group_images):
-        r = t[start : start + group_images].reshape(-1, d)
-        cent, lab = kmeans(r, global_clusters, seed=seed + start)
-        intra_batch += [_cluster_radius(r[lab == j]) for j in range(len(cent)) if (lab == j).sum() > 1]
-        dist = torch.cdist(r, cent)
-        dist[torch.arange(len(r)), lab] = float("inf")
-        inter.append(dist.min(1).values.mean().item())
+    _, lab = kmeans(t.float(), local_clusters, seed=seed)  # clustering in fp32 (speed), radii in fp64
+    intra_image = _cluster_radii(t, lab, min(local_clusters, l)).nanmean(-1).nan_to_num(1.0)
+    groups = n // group_images
+    usable = groups * group_images
+    if groups == 0:
+        raise ValueError(f"DSE needs at least {group_images} images (group_images), got {n}")
+    g = t[:usable].reshape(groups, group_images * l, d)
+    kg = min(global_clusters, group_images * l)
+    cent, glab = kmeans(g.float(), kg, seed=seed + 1)
+    cent = cent.double()
+    radii = _cluster_radii(g, glab, kg)
+    dist = torch.cdist(g, cent)  # groups, m, k
+    dist.scatter_(-1, glab[..., None], float("inf"))
+    inter = dist.min(-1).values.mean(-1)  # per group
     gen = torch.Generator().manual_seed(seed)
     perm = torch.stack([torch.randperm(l, generator=gen) for _ in range(n)])  # n l
-    shuffled = t[torch.arange(n)[:, None], perm]  # n l d
-    m_dim = float(np.mean([effective_rank(shuffled[:, j], normalized=True) for j in range(l)]))
-    m_intra_image = float(np.mean(intra_image)) / scale
-    m_intra_batch = (float(np.mean(intra_batch)) if intra_batch else 1.0) / scale
-    m_inter = float(np.mean(inter)) / scale
+    shuffled = t[torch.arange(n)[:, None], perm].transpose(0, 1)  # l n d: one patch per image per draw
+    sv = torch.linalg.svdvals(shuffled)
+    p = sv / sv.sum(-1, keepdim=True)
+    ent = -(p * p.clamp(min=1e-300).log()).sum(-1)
+    m_dim = (ent.exp() / min(n, d)).mean().item()
+    m_intra_image = intra_image.mean().item() / scale
+    m_intra_batch = radii.nanmean().nan_to_num(1.0).item() / scale
+    m_inter = inter.mean().item() / scale
     m_intra = (m_intra_image + m_intra_batch) / 2
     return {"m_inter": m_inter, "m_intra_image": m_intra_image, "m_intra_batch": m_intra_batch, "m_intra": m_intra,
             "m_dim": m_dim, "dse": m_inter - m_intra + m_dim}
