@@ -1,4 +1,4 @@
-"""The ``viny`` command: ``pretrain | intermediate | finetune | evaluate | demo``.
+"""The ``viny`` command: ``pretrain | intermediate | finetune | evaluate | geometry | demo``.
 
 The options of the three training commands are generated from the typed configs in
 :mod:`viny.config` (one ``--option`` per field, the paper's value as default), so the
@@ -76,6 +76,19 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--data", default=None, help="Pets root (default: the one the run used)")
     ev.add_argument("--device", default="auto")
     ev.add_argument("--quiet", action="store_true")
+    geo = sub.add_parser("geometry", help="patch-geometry diagnostics of encoders (Table 2, Fig. 5), per layer, CKA, along training",
+                         description="Diagnostics of encoders on held-out Pets images: variances, held-out patch probe, DSE, "
+                                     "cosine vs distance. Writes CSV files to --out and prints the table.")
+    geo.add_argument("encoders", nargs="*", help="NAME=PATH (viny .safetensors or authors' .pth) or NAME=random")
+    geo.add_argument("--layers", default="final", help="final, all, or comma-separated block numbers (default: final)")
+    geo.add_argument("--images", type=int, default=2000, help="Pets images to use (default: 2000)")
+    geo.add_argument("--dse-images", type=int, default=512, help="images used for DSE (default: 512)")
+    geo.add_argument("--cka", nargs=2, metavar=("A", "B"), help="also per-block CKA between these two named encoders")
+    geo.add_argument("--training", type=Path, help="a run folder with encoder snapshots: diagnostics along training")
+    geo.add_argument("--data", default=None, help="Pets root (default: the shipped sample)")
+    geo.add_argument("--out", type=Path, default=Path("runs/geometry"))
+    geo.add_argument("--device", default="auto")
+    geo.add_argument("--quiet", action="store_true")
     demo = sub.add_parser("demo", help="the study at demo scale on the shipped sample; prints and writes a results table")
     demo.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder (default: runs/demo); finished cells are reused")
     demo.add_argument("--scale", choices=("demo", "smoke"), default="demo", help="demo (about 10 minutes on 2 cores) or smoke (seconds, tiny model)")
@@ -105,6 +118,40 @@ def _run_evaluate(args) -> int:
     return 0
 
 
+def _run_geometry(args) -> int:
+    import pandas as pd
+
+    from viny import diagnostics as D
+    from viny.files import atomic_path
+
+    if not args.encoders and not args.training:
+        raise VinyError("name at least one encoder (NAME=PATH or NAME=random) or a --training run")
+    encoders = dict(D.load_named_encoder(s) for s in args.encoders)
+    layers = args.layers if args.layers in ("final", "all") else [int(x) for x in args.layers.split(",")]
+    first = next(iter(encoders.values()), None)
+    size = first.patch_embed.img_size[0] if first is not None else 128
+    data = D.diagnostic_images(args.data, args.images, size=size, progress=not args.quiet)
+    outputs: dict[str, pd.DataFrame] = {}
+    if encoders:
+        outputs["geometry"], outputs["cosine"] = D.compare_encoders(encoders, data, layers, args.dse_images, args.device)
+    if args.cka:
+        missing = [n for n in args.cka if n not in encoders]
+        if missing:
+            raise VinyError(f"--cka names unknown encoder(s) {missing}; name them as NAME=PATH first")
+        outputs["cka"] = D.stage_cka(encoders[args.cka[0]], encoders[args.cka[1]], data, args.device)
+    if args.training:
+        outputs["training"], tau = D.along_training(args.training, data, args.dse_images, args.device)
+        print(f"Kendall tau(DSE, held-out probe accuracy) along training: {tau:.3f}")
+    for name, df in outputs.items():
+        with atomic_path(args.out / f"{name}.csv") as tmp:
+            df.to_csv(tmp, index=False)
+    if "geometry" in outputs:
+        cols = ["encoder", "layer", "within_variance", "across_variance", "probe_accuracy", "probe_train_accuracy_authors", "dse"]
+        print(outputs["geometry"][cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(f"written: {', '.join(str(args.out / (n + '.csv')) for n in outputs)}")
+    return 0
+
+
 def _run_demo(args) -> int:
     from viny.demo import run_demo
 
@@ -119,6 +166,8 @@ def main(argv: list[str] | None = None) -> int:
             return _run_phase(args)
         if args.command == "evaluate":
             return _run_evaluate(args)
+        if args.command == "geometry":
+            return _run_geometry(args)
         return _run_demo(args)
     except VinyError as e:
         print(f"viny {args.command}: error: {e}", file=sys.stderr)

@@ -1,0 +1,62 @@
+import numpy as np
+import pandas as pd
+import pytest
+import timm
+import torch
+
+import viny.train as T
+from viny.config import make_config
+from viny.diagnostics import along_training, compare_encoders, diagnostic_images, kendall_tau, layer_tokens, stage_cka
+from viny.model import patch_tokens
+
+
+@pytest.fixture(scope="module")
+def data():
+    return diagnostic_images(num_images=48, size=64)
+
+
+def test_diagnostic_images(data):
+    assert data.images.shape == (48, 64, 64, 3) and data.patch_labels.shape == (48, 16)
+    assert data.probe_train.sum() == 36  # 25 % held out for the probe
+
+
+def test_layer_tokens_last_layer_is_patch_tokens(data):
+    enc = timm.create_model("viny_test").eval()
+    toks = layer_tokens(enc, data.images[:5], [1, 2], precision="fp32")
+    from viny.data import augment as A
+
+    x = A.normalize(A.to_float(torch.from_numpy(data.images[:5])))
+    with torch.no_grad():
+        assert torch.allclose(toks[2], patch_tokens(enc, x), atol=1e-5)
+        assert not torch.allclose(toks[1], toks[2])
+    with pytest.raises(ValueError, match="layers must be in 1..2"):
+        layer_tokens(enc, data.images[:2], [3])
+
+
+def test_compare_encoders_all_layers(data):
+    encs = {"a": timm.create_model("viny_test"), "b": timm.create_model("viny_test")}
+    table, cosine = compare_encoders(encs, data, layers="all", dse_images=16, precision="fp32")
+    assert list(table["encoder"]) == ["a", "a", "b", "b"] and list(table["layer"]) == [1, 2, 1, 2]
+    assert {"within_variance", "probe_accuracy", "probe_train_accuracy_authors", "dse"} <= set(table.columns)
+    assert table["probe_accuracy"].between(0, 1).all()
+    assert len(cosine) == 4 * 7 and set(cosine["distance"]) == set(range(7))  # 4x4 grid: d = 0..6
+
+
+def test_stage_cka_of_an_encoder_with_itself_is_one(data):
+    enc = timm.create_model("viny_test")
+    df = stage_cka(enc, enc, data, precision="fp32")
+    assert np.allclose(df["cka"], 1.0)
+
+
+def test_kendall_tau_by_hand():
+    assert kendall_tau([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert kendall_tau([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+    # pairs: (1,2) concordant, (1,3) concordant, (2,3) discordant -> (2-1)/3
+    assert kendall_tau([1, 2, 3], [1, 3, 2]) == pytest.approx(1 / 3)
+
+
+def test_along_training(tmp_path, data):
+    cfg = make_config("pretrain", model="viny_test", epochs=3, num_images=32, batch_size=16, precision="fp32", save_encoder_every=1)
+    T.train(cfg, tmp_path / "p", progress=False)
+    table, tau = along_training(tmp_path / "p", data, dse_images=16, precision="fp32")
+    assert list(table["epoch"]) == [1, 2, 3] and -1 <= tau <= 1

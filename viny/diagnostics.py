@@ -1,0 +1,204 @@
+"""Geometry studies over encoders, layers and checkpoints (paper Table 2, Figs. 5-6).
+
+Tokens are computed once per encoder and layer (:func:`layer_tokens`) and reused by
+every diagnostic (:func:`diagnose`): the variance decomposition, the held-out patch
+probe, DSE, and the cosine-vs-distance curve, all from :mod:`viny.geometry`.
+
+* :func:`compare_encoders`: the paper's Table 2 / Fig. 5 over named encoders, at the final
+  layer or at every block ("where does CLS supervision start to scramble patches?");
+* :func:`stage_cka`: linear CKA between two encoders' tokens at every block (e.g.
+  pre-trained vs after intermediate fine-tuning);
+* :func:`along_training`: the diagnostics over the encoder snapshots of a run, with
+  Kendall's tau between DSE and held-out probe accuracy (as the DSE paper reports).
+
+Layer ``i`` (1-based) means the output of block ``i`` passed through the encoder's final
+LayerNorm (timm's ``forward_intermediates(norm=True)`` convention); layer ``depth`` is
+exactly :func:`viny.model.patch_tokens`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from viny.data import augment as A
+from viny.data.datasets import load_pets
+from viny.device import autocast, resolve_device, resolve_precision
+from viny.geometry import cosine_vs_distance, dse_components, patch_probe, variance_decomposition
+from viny.model import ViNy
+from viny.tasks import patch_majority_labels
+
+__all__ = ["DiagnosticImages", "diagnostic_images", "layer_tokens", "diagnose", "compare_encoders", "stage_cka", "kendall_tau", "along_training"]
+
+
+@dataclass
+class DiagnosticImages:
+    """Pets images for the diagnostics: ``images [N, S, S, 3]`` uint8, pixel ``targets``,
+    per-patch majority labels ``patch_labels [N, L]``, and ``probe_train`` (bool [N]):
+    which images train the patch probe (the rest score it)."""
+
+    images: np.ndarray
+    targets: np.ndarray
+    patch_labels: torch.Tensor
+    probe_train: np.ndarray
+    index: np.ndarray  # indices into the Pets pool
+
+
+def diagnostic_images(data: str | None = None, num_images: int = 2000, probe_test_fraction: float = 0.25, seed: int = 0,
+                      size: int = 128, patch_size: int = 16, cache_dir=None, progress: bool = False) -> DiagnosticImages:
+    """Up to ``num_images`` Pets images (a seeded sample of the pool), split for the probe."""
+    pets = load_pets(data, size, cache_dir=cache_dir, progress=progress)
+    valid = np.flatnonzero(pets.arrays.valid)
+    perm = torch.randperm(len(valid), generator=torch.Generator().manual_seed(seed)).numpy()
+    index = np.sort(valid[perm[: min(num_images, len(valid))]])
+    images = np.ascontiguousarray(pets.arrays.images[index])
+    targets = np.ascontiguousarray(pets.arrays.targets[index])
+    labels = patch_majority_labels(torch.from_numpy(targets).long(), patch_size)
+    n_test = max(1, int(round(probe_test_fraction * len(index))))
+    order = torch.randperm(len(index), generator=torch.Generator().manual_seed(seed + 1)).numpy()
+    probe_train = np.ones(len(index), bool)
+    probe_train[order[:n_test]] = False
+    return DiagnosticImages(images, targets, labels, probe_train, index)
+
+
+@torch.no_grad()
+def layer_tokens(encoder: ViNy, images_u8: np.ndarray, layers: Sequence[int] | None = None, batch_size: int = 128,
+                 normalize: bool = True, device: str = "auto", precision: str = "auto") -> dict[int, torch.Tensor]:
+    """Patch tokens ``{layer: [N, L, D] float32}`` for 1-based block indices ``layers``
+    (default: the last block only), in one pass over the images."""
+    dev = resolve_device(device)
+    amp = autocast(dev, resolve_precision(precision, dev))
+    depth = len(encoder.blocks)
+    layers = [depth] if layers is None else list(layers)
+    bad = [x for x in layers if not 1 <= x <= depth]
+    if bad:
+        raise ValueError(f"layers must be in 1..{depth}, got {bad}")
+    encoder = encoder.to(dev).eval()
+    out: dict[int, list[torch.Tensor]] = {x: [] for x in layers}
+    for start in range(0, len(images_u8), batch_size):
+        x = A.to_float(torch.from_numpy(np.ascontiguousarray(images_u8[start : start + batch_size])).to(dev))
+        if normalize:
+            x = A.normalize(x)
+        with amp:
+            final, kept = encoder.forward_patch_tokens(encoder.embed_patches(x), return_blocks=[x_ - 1 for x_ in layers])
+            for layer, tok in zip(sorted(layers), kept):
+                out[layer].append((final if layer == depth else encoder.norm(tok)).float().cpu())
+    return {x: torch.cat(v) for x, v in out.items()}
+
+
+def diagnose(tokens: torch.Tensor, data: DiagnosticImages, dse_images: int = 512, seed: int = 0) -> dict[str, float]:
+    """Every scalar diagnostic of one set of tokens ``[N, L, D]``."""
+    tr = torch.from_numpy(data.probe_train)
+    probe = patch_probe(tokens[tr], data.patch_labels[tr], tokens[~tr], data.patch_labels[~tr], seed=seed)
+    v = variance_decomposition(tokens)
+    n = min(dse_images, len(tokens))
+    d = dse_components(tokens[:n], seed=seed, group_images=min(8, n))
+    return {
+        "within_variance": v["within"], "across_variance": v["across"], "total_variance": v["total"],
+        "probe_accuracy": probe["accuracy"], "probe_miou": probe["miou"],
+        "probe_train_accuracy_authors": probe["train_accuracy_last_epoch"],
+        **{k: d[k] for k in ("m_inter", "m_intra", "m_dim", "dse")},
+    }
+
+
+def compare_encoders(encoders: dict[str, ViNy], data: DiagnosticImages, layers: str | Sequence[int] = "final",
+                     dse_images: int = 512, device: str = "auto", precision: str = "auto", seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Diagnostics per encoder (and layer): ``(table, cosine)`` DataFrames.
+
+    ``table``: one row per (encoder, layer) with every scalar of :func:`diagnose`;
+    ``cosine``: the cosine-vs-distance curve (with cross-image control) per (encoder, layer).
+    """
+    rows, curves = [], []
+    for name, enc in encoders.items():
+        depth = len(enc.blocks)
+        ls = [depth] if layers == "final" else list(range(1, depth + 1)) if layers == "all" else list(layers)
+        toks = layer_tokens(enc, data.images, ls, device=device, precision=precision)
+        for layer in ls:
+            rows.append({"encoder": name, "layer": layer, **diagnose(toks[layer], data, dse_images, seed)})
+            c = cosine_vs_distance(toks[layer], tuple(enc.grid_size))
+            c.insert(0, "layer", layer)
+            c.insert(0, "encoder", name)
+            curves.append(c)
+    return pd.DataFrame(rows), pd.concat(curves, ignore_index=True)
+
+
+def stage_cka(a: ViNy, b: ViNy, data: DiagnosticImages, device: str = "auto", precision: str = "auto", max_tokens: int = 20000) -> pd.DataFrame:
+    """Linear CKA between the patch tokens of encoders ``a`` and ``b`` at every block."""
+    from viny.geometry import linear_cka
+
+    depth = len(a.blocks)
+    ls = list(range(1, depth + 1))
+    ta = layer_tokens(a, data.images, ls, device=device, precision=precision)
+    tb = layer_tokens(b, data.images, ls, device=device, precision=precision)
+    rows = []
+    for layer in ls:
+        x, y = ta[layer].reshape(-1, ta[layer].shape[-1]), tb[layer].reshape(-1, tb[layer].shape[-1])
+        rows.append({"layer": layer, "cka": linear_cka(x[:max_tokens], y[:max_tokens])})
+    return pd.DataFrame(rows)
+
+
+def kendall_tau(x: Sequence[float], y: Sequence[float]) -> float:
+    """Kendall's tau-b between two equally long sequences (ties handled)."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    if len(x) != len(y) or len(x) < 2:
+        raise ValueError("kendall_tau needs two sequences of the same length >= 2")
+    conc = disc = tx = ty = 0
+    for i, j in itertools.combinations(range(len(x)), 2):
+        dx, dy = np.sign(x[i] - x[j]), np.sign(y[i] - y[j])
+        if dx == 0 and dy == 0:
+            continue
+        if dx == 0:
+            tx += 1
+        elif dy == 0:
+            ty += 1
+        elif dx == dy:
+            conc += 1
+        else:
+            disc += 1
+    denom = np.sqrt((conc + disc + tx) * (conc + disc + ty))
+    return float((conc - disc) / denom) if denom else float("nan")
+
+
+def along_training(run_dir: str | Path, data: DiagnosticImages, dse_images: int = 512, device: str = "auto",
+                   precision: str = "auto", seed: int = 0) -> tuple[pd.DataFrame, float]:
+    """Diagnostics over a run's encoder snapshots (``checkpoints/encoder_epoch*.safetensors``,
+    written with ``--save-encoder-every``): ``(table by epoch, Kendall tau(DSE, probe accuracy))``."""
+    from viny.weights import load_encoder
+
+    snaps = sorted(Path(run_dir).glob("checkpoints/encoder_epoch*.safetensors"), key=lambda p: int(re.findall(r"\d+", p.stem)[-1]))
+    if len(snaps) < 2:
+        from viny.errors import VinyError
+
+        raise VinyError(f"{run_dir} has {len(snaps)} encoder snapshot(s); train with --save-encoder-every N to get a trajectory")
+    rows = []
+    for p in snaps:
+        enc = load_encoder(p)
+        toks = layer_tokens(enc, data.images, device=device, precision=precision)[len(enc.blocks)]
+        rows.append({"epoch": int(re.findall(r"\d+", p.stem)[-1]), **diagnose(toks, data, dse_images, seed)})
+    table = pd.DataFrame(rows)
+    return table, kendall_tau(table["dse"], table["probe_accuracy"])
+
+
+def load_named_encoder(spec: str) -> tuple[str, ViNy]:
+    """``NAME=PATH`` (viny .safetensors or an authors' .pth) or ``NAME=random`` /
+    ``NAME=random:viny_test`` (a fresh, seeded encoder) -> ``(name, encoder)``."""
+    from viny.errors import VinyError
+    from viny.model import create_encoder
+
+    if "=" not in spec:
+        raise VinyError(f"encoder {spec!r}: expected NAME=PATH or NAME=random")
+    name, src = spec.split("=", 1)
+    if src.startswith("random"):
+        torch.manual_seed(0)
+        return name, create_encoder(src.split(":", 1)[1] if ":" in src else "viny")
+    from viny.config import make_config
+    from viny.train import init_encoder
+
+    return name, init_encoder(make_config("finetune", init_from=src))
