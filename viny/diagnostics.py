@@ -103,7 +103,7 @@ def diagnose(tokens: torch.Tensor, data: DiagnosticImages, dse_images: int = 512
     return {
         "within_variance": v["within"], "across_variance": v["across"], "total_variance": v["total"],
         "probe_accuracy": probe["accuracy"], "probe_miou": probe["miou"],
-        "probe_train_accuracy_authors": probe["train_accuracy_last_epoch"],
+        "probe_train_accuracy_authors": probe["train_accuracy_last_epoch"], "probe_test_patches": int((~tr).sum()) * tokens.shape[1],
         **{k: d[k] for k in ("m_inter", "m_intra", "m_dim", "dse")},
     }
 

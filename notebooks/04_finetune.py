@@ -1,0 +1,69 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 4. Downstream segmentation fine-tuning (paper Sec. 2.4, Tables 1, A2, A3)
+# One cell of the study's grid: an encoder (random, SimMIM pre-trained, optionally with an
+# intermediate stage) fine-tuned on `train_size` Pets images with a per-patch linear head,
+# scored on held-out images.
+
+# %% tags=["parameters"]
+model: str = "viny"
+pretrain_images: int = 0  # 0 = no pre-training
+pretrain_epochs: int = 15
+intermediate: str = "none"  # none, cls_intel, cls_pets, spatial
+intermediate_epochs: int = 10
+intermediate_images: int = 0  # 0 = all
+train_size: int = 100
+test_size: int = 200
+split: str = "nested"  # nested (fixed test set) or paper (authors' random_split, seed 42)
+epochs: int = 10  # paper: 100
+seed: int = 0
+precision: str = "auto"
+data_root: str = ""
+store_dir: str = ""
+output_dir: str = ""
+
+# %%
+from pathlib import Path
+
+from IPython.display import display
+
+from viny.config import make_config
+from viny.figures import loss_curve
+from viny.pipeline import run_in_store, upstream_encoder
+from viny.views import load_json, read_metrics_csv, repo_runs, segmentation_examples, write_json
+
+out = Path(output_dir) if output_dir else repo_runs("notebooks", "finetune")
+store = Path(store_dir) if store_dir else repo_runs("notebooks", "store")
+encoder = upstream_encoder(store, pretrain_images, intermediate, model=model, seed=seed, pretrain={"epochs": pretrain_epochs},
+                           intermediate_options={"epochs": intermediate_epochs, "num_images": intermediate_images or None},
+                           data_root=data_root or None)
+config = make_config("finetune", model=model, epochs=epochs, train_size=train_size, test_size=test_size, split=split,
+                     seed=seed, init_from=encoder, precision=precision, data=data_root or None)
+run = run_in_store(config, out / "runs")
+results = load_json(run / "results.json")
+write_json(out / "metrics.json", results)
+results
+
+# %%
+loss_curve(read_metrics_csv(run), "fine-tuning loss")
+
+# %% [markdown]
+# ## Segmentation examples (Fig. A1 / A2): image, ground truth, prediction
+
+# %%
+fig = segmentation_examples(run, n=3)
+fig.save(out / "segmentation.png")
+display(fig)

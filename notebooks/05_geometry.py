@@ -1,0 +1,109 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 5. Geometry of patch representations (paper Sec. 4.2, Table 2, Figs. 5-6)
+# The same held-out Pets images through five encoders: random, SimMIM pre-trained, and the
+# pre-trained encoder after CLS supervision on Intel, CLS on Pets breeds, or spatial
+# (per-patch) supervision. Variances, a held-out linear patch probe, DSE, similarity vs
+# distance, and similarity heatmaps.
+
+# %% tags=["parameters"]
+model: str = "viny"
+pretrain_images: int = 1000
+pretrain_epochs: int = 15
+intermediate_epochs: int = 10  # the paper's diagnostic study: 20
+intermediate_images: int = 0
+num_images: int = 2000  # Pets images for the diagnostics (the shipped sample has 598)
+dse_images: int = 512
+layers: str = "final"  # final or all
+heatmap_images: int = 3
+seed: int = 0
+data_root: str = ""
+store_dir: str = ""
+output_dir: str = ""
+
+# %%
+from pathlib import Path
+
+import altair as alt
+from IPython.display import display
+
+from viny.diagnostics import compare_encoders, diagnostic_images
+from viny.figures import cosine_chart, heatmap_explorer
+from viny.model import create_encoder
+from viny.pipeline import upstream_encoder
+from viny.views import heatmap_data, repo_runs, write_json
+from viny.weights import load_encoder
+
+alt.data_transformers.disable_max_rows()
+out = Path(output_dir) if output_dir else repo_runs("notebooks", "geometry")
+out.mkdir(parents=True, exist_ok=True)
+store = Path(store_dir) if store_dir else repo_runs("notebooks", "store")
+common = dict(model=model, seed=seed, pretrain={"epochs": pretrain_epochs}, data_root=data_root or None,
+              intermediate_options={"epochs": intermediate_epochs, "num_images": intermediate_images or None})
+names = {"pretrained (SimMIM)": "none", "CLS-intermediate (Intel)": "cls_intel", "CLS-intermediate (Pets)": "cls_pets",
+         "spatial intermediate": "spatial"}
+encoders = {"random init": create_encoder(model)}
+for name, task in names.items():
+    encoders[name] = load_encoder(upstream_encoder(store, pretrain_images, task, **common))
+size = encoders["random init"].patch_embed.img_size[0]
+data = diagnostic_images(data_root or None, num_images, size=size, seed=seed)
+
+# %% [markdown]
+# ## Table 2: variances, patch probe, DSE
+# `probe_accuracy` is scored on held-out images; `probe_train_accuracy_authors` is the
+# authors' number (accuracy during the probe's last training epoch).
+
+# %%
+table, cosine = compare_encoders(encoders, data, layers, dse_images, seed=seed)
+table.to_csv(out / "geometry.csv", index=False)
+cosine.to_csv(out / "cosine.csv", index=False)
+write_json(out / "metrics.json", {"table": table.to_dict("records"), "images": len(data.images)})
+display(table)
+
+# %% [markdown]
+# ## Fig. 5: similarity vs distance (dashed: the cross-image control)
+
+# %%
+cosine_chart(cosine[cosine["layer"] == cosine["layer"].max()])
+
+# %% [markdown]
+# ## Fig. 6: similarity heatmaps. Click a patch on the left: every encoder's map updates.
+
+# %%
+held_out = [i for i in range(len(data.images)) if not data.probe_train[i]][:heatmap_images]
+sims, uris, refs = heatmap_data(encoders, data.images[held_out], data.targets[held_out])
+sims.to_parquet(out / "heatmaps.parquet")
+write_json(out / "heatmap_images.json", {"images": uris, "references": refs})
+heatmap_explorer(sims, uris, tuple(encoders["random init"].grid_size), default_patch=refs["image 1"]["foreground"])
+
+# %% [markdown]
+# ## Live explorer (needs a running kernel)
+
+# %%
+import ipywidgets as W
+
+from viny.figures import colorize_trimap, panel
+from viny.views import similarity_maps
+
+
+def show(image=0, encoder=list(encoders)[1], patch=int(refs["image 1"]["foreground"])):
+    m = similarity_maps(encoders[encoder], data.images[held_out[image]], {"patch": patch})["patch"]
+    heat = ((m.clip(-0.5, 1) + 0.5) / 1.5)[..., None].repeat(3, -1).repeat(16, 0).repeat(16, 1)
+    display(panel([[data.images[held_out[image]], colorize_trimap(data.targets[held_out[image]]), heat]],
+                  ["image", "trimap", f"similarity to patch {patch}"], scale=2))
+
+
+W.interact(show, image=W.IntSlider(0, 0, len(held_out) - 1), encoder=list(encoders), patch=W.IntSlider(0, 0, 63));

@@ -1,0 +1,56 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 6. Results of the grid (paper Figs. 3-4, Tables 1, A2, A3)
+# Reads the tidy table written by `viny grid` and draws the study's figures beside the
+# paper's published numbers.
+
+# %% tags=["parameters"]
+grid_dir: str = ""  # the grid's output folder ("" = runs/demo)
+metric: str = "miou"
+
+# %%
+from pathlib import Path
+
+import pandas as pd
+from IPython.display import Markdown, display
+
+from viny.figures import intermediate_delta, miou_vs_size
+from viny.findings import findings, findings_markdown
+from viny.paper import comparison_table
+from viny.views import repo_runs
+
+grid = Path(grid_dir) if grid_dir else repo_runs("demo")
+table = pd.read_parquet(grid / "results.parquet")
+ft = table[(table["study"] == "finetune") & (table["status"] == "done")]
+display(ft.head())
+
+# %%
+miou_vs_size(ft, metric)
+
+# %%
+intermediate_delta(ft, metric)
+
+# %% [markdown]
+# ## Ours beside the paper's tables
+
+# %%
+display(comparison_table(ft))
+
+# %% [markdown]
+# ## Findings, computed from these results
+
+# %%
+display(Markdown(findings_markdown(findings(table, grid))))

@@ -1,0 +1,181 @@
+"""The study's figures: image panels (PIL) and charts (altair), shared by the notebooks
+and the HTML report so that each figure is drawn by one function.
+
+Image panels: :func:`colorize_trimap`, :func:`panel` (rows of images -> one PNG-ready
+image). Charts: :func:`loss_curve`, :func:`miou_vs_size` (paper Fig. 3),
+:func:`intermediate_delta` (Fig. 4), :func:`cosine_chart` (Fig. 5),
+:func:`heatmap_explorer` (Fig. 6, click a patch: works without a kernel).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import altair as alt
+import numpy as np
+import pandas as pd
+from PIL import Image, ImageDraw
+
+__all__ = [
+    "TRIMAP_COLOURS", "colorize_trimap", "panel", "png_data_uri", "loss_curve", "miou_vs_size", "intermediate_delta",
+    "cosine_chart", "heatmap_explorer", "to_uint8",
+]
+
+# foreground, background, boundary
+TRIMAP_COLOURS = np.array([[230, 159, 0], [40, 40, 60], [240, 240, 240]], dtype=np.uint8)
+
+
+def to_uint8(image) -> np.ndarray:
+    """``[3, H, W]`` float in [0, 1] or ``[H, W, 3]`` uint8 -> ``[H, W, 3]`` uint8."""
+    a = np.asarray(image)
+    if a.dtype != np.uint8:
+        a = (np.clip(a, 0, 1) * 255).round().astype(np.uint8)
+    if a.ndim == 3 and a.shape[0] == 3 and a.shape[-1] != 3:
+        a = a.transpose(1, 2, 0)
+    return a
+
+
+def colorize_trimap(labels) -> np.ndarray:
+    """``[H, W]`` labels 0/1/2 -> ``[H, W, 3]`` uint8 (orange pet, dark background, white boundary)."""
+    return TRIMAP_COLOURS[np.asarray(labels, dtype=np.int64)]
+
+
+def panel(rows: list[list[np.ndarray]], titles: list[str] | None = None, scale: int = 1, gap: int = 4) -> Image.Image:
+    """Lay out rows of equally sized RGB images (uint8 ``[H, W, 3]``) with column titles."""
+    h, w = rows[0][0].shape[:2]
+    h, w = h * scale, w * scale
+    top = 14 if titles else 0
+    cols = max(len(r) for r in rows)
+    canvas = Image.new("RGB", (cols * (w + gap) + gap, top + len(rows) * (h + gap) + gap), "white")
+    draw = ImageDraw.Draw(canvas)
+    for j, t in enumerate(titles or []):
+        draw.text((gap + j * (w + gap), 1), t, fill="black")
+    for i, row in enumerate(rows):
+        for j, img in enumerate(row):
+            im = Image.fromarray(to_uint8(img)).resize((w, h), Image.Resampling.NEAREST)
+            canvas.paste(im, (gap + j * (w + gap), top + gap + i * (h + gap)))
+    return canvas
+
+
+def png_data_uri(image: Image.Image) -> str:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def loss_curve(metrics: pd.DataFrame, title: str = "training loss") -> alt.Chart:
+    """Per-epoch training loss from a run's ``metrics.csv`` (several runs: a ``run`` column)."""
+    color = alt.Color("run:N") if "run" in metrics else alt.value("#4c78a8")
+    return alt.Chart(metrics, title=title).mark_line(point=True).encode(
+        x=alt.X("epoch:Q"), y=alt.Y("train_loss:Q", title="loss", scale=alt.Scale(zero=False)), color=color,
+        tooltip=list(metrics.columns),
+    ).properties(width=360, height=220)
+
+
+def _pretrain_label(results: pd.DataFrame) -> pd.Series:
+    return results["pretrain_images"].map(lambda n: "none" if n == 0 else f"{int(n):,}")
+
+
+def miou_vs_size(results: pd.DataFrame, metric: str = "miou") -> alt.LayerChart:
+    """Paper Fig. 3: mIoU vs fine-tune size, one line per pre-training size, band = ±1 std over seeds."""
+    df = results[results["intermediate"] == "none"].copy()
+    df["pretrain"] = _pretrain_label(df)
+    df[metric] = 100 * df[metric]
+    g = df.groupby(["pretrain", "pretrain_images", "train_size"])[metric]
+    agg = g.mean().rename("mean").to_frame().join(g.std(ddof=1).fillna(0).rename("std")).join(g.size().rename("seeds")).reset_index()
+    agg["lo"], agg["hi"] = agg["mean"] - agg["std"], agg["mean"] + agg["std"]
+    order = [p for p in agg.sort_values("pretrain_images")["pretrain"].unique()]
+    base = alt.Chart(agg).encode(
+        x=alt.X("train_size:Q", scale=alt.Scale(type="log"), title="fine-tuning images"),
+        color=alt.Color("pretrain:N", sort=order, title="pre-training images"),
+    )
+    band = base.mark_area(opacity=0.2).encode(y="lo:Q", y2="hi:Q")
+    line = base.mark_line(point=True).encode(
+        y=alt.Y("mean:Q", title=f"{metric} (%)", scale=alt.Scale(zero=False)),
+        tooltip=["pretrain", "train_size", alt.Tooltip("mean:Q", format=".2f"), alt.Tooltip("std:Q", format=".2f"), "seeds"],
+    )
+    return (band + line).properties(width=420, height=280, title="Segmentation mIoU vs fine-tuning data (Fig. 3)")
+
+
+def paired_deltas(results: pd.DataFrame, metric: str = "miou", treatment: str = "cls_intel") -> pd.DataFrame:
+    """Per (pretrain_images, train_size): the paired difference ``treatment - none`` over
+    seeds (:func:`viny.stats.paired_difference`), in points of ``metric`` x 100."""
+    from viny.stats import paired_difference
+
+    rows = []
+    for (p, n), g in results.groupby(["pretrain_images", "train_size"]):
+        a = g[g["intermediate"] == treatment].set_index("seed")[metric]
+        b = g[g["intermediate"] == "none"].set_index("seed")[metric]
+        if len(a) and len(b):
+            d = paired_difference(100 * a, 100 * b)
+            rows.append({"pretrain_images": p, "train_size": n, **d})
+    return pd.DataFrame(rows)
+
+
+def intermediate_delta(results: pd.DataFrame, metric: str = "miou", treatment: str = "cls_intel") -> alt.LayerChart:
+    """Paper Fig. 4: change in mIoU from the intermediate stage, paired by seed, 95 % intervals."""
+    d = paired_deltas(results, metric, treatment)
+    d["pretrain"] = _pretrain_label(d)
+    order = [p for p in d.sort_values("pretrain_images")["pretrain"].unique()]
+    base = alt.Chart(d).encode(
+        x=alt.X("train_size:Q", scale=alt.Scale(type="log"), title="fine-tuning images"),
+        color=alt.Color("pretrain:N", sort=order, title="pre-training images"),
+    )
+    rule = alt.Chart(pd.DataFrame({"y": [0]})).mark_rule(color="grey", strokeDash=[4, 4]).encode(y="y:Q")
+    bars = base.mark_errorbar().encode(y=alt.Y("lo:Q", title=f"change in {metric} (points)"), y2="hi:Q")
+    pts = base.mark_line(point=True).encode(
+        y="mean:Q", tooltip=["pretrain", "train_size", alt.Tooltip("mean:Q", format=".2f"), alt.Tooltip("lo:Q", format=".2f"),
+                             alt.Tooltip("hi:Q", format=".2f"), "n"],
+    )
+    return (rule + bars + pts).properties(width=420, height=280, title=f"Effect of intermediate {treatment} on {metric} (Fig. 4)")
+
+
+def cosine_chart(cosine: pd.DataFrame) -> alt.LayerChart:
+    """Paper Fig. 5: within-image cosine similarity vs grid distance per encoder (band: ±1 std
+    across images), dashed: the cross-image control at the same distance."""
+    df = cosine[cosine["distance"] > 0].copy()
+    df["lo"], df["hi"] = df["within_mean"] - df["within_std"], df["within_mean"] + df["within_std"]
+    base = alt.Chart(df).encode(x=alt.X("distance:Q", title="Manhattan distance on the patch grid"), color=alt.Color("encoder:N"))
+    band = base.mark_area(opacity=0.12).encode(y="lo:Q", y2="hi:Q")
+    line = base.mark_line(point=True).encode(y=alt.Y("within_mean:Q", title="cosine similarity"),
+                                             tooltip=["encoder", "distance", alt.Tooltip("within_mean:Q", format=".3f")])
+    ctrl = base.mark_line(strokeDash=[4, 3], opacity=0.7).encode(y="cross_mean:Q")
+    return (band + line + ctrl).properties(width=420, height=280, title="Patch similarity vs distance (Fig. 5; dashed: across images)")
+
+
+def heatmap_explorer(sims: pd.DataFrame, images: dict[str, str], grid: tuple[int, int] = (8, 8), default_patch: int = 0,
+                     cell: int = 22) -> alt.VConcatChart:
+    """Paper Fig. 6 as a kernel-free explorer: click a patch of the image (left), and every
+    encoder's cosine-similarity map to that patch updates (right); a menu picks the image.
+
+    ``sims``: rows ``image, encoder, patch, target, sim`` (cosine of ``patch`` to ``target``);
+    ``images``: image id -> PNG data URI. Colour scale fixed to [-0.5, 1] as in the paper.
+    """
+    rows, cols = grid
+    ids = list(images)
+    pick = alt.param(name="image", value=ids[0], bind=alt.binding_select(options=ids, name="image "))
+    sel = alt.selection_point(name="patch", fields=["patch"], on="click", value=[{"patch": default_patch}], clear=False)
+    gdf = pd.DataFrame([{"patch": p, "row": p // cols, "col": p % cols} for p in range(rows * cols)])
+    img_df = pd.DataFrame([{"image": k, "url": v} for k, v in images.items()])
+    size = dict(width=cols * cell, height=rows * cell)
+    x = alt.X("col:O", axis=None)
+    y = alt.Y("row:O", axis=None)
+    picture = alt.Chart(img_df).mark_image(width=cols * cell, height=rows * cell).encode(
+        x=alt.value(cols * cell / 2), y=alt.value(rows * cell / 2), url="url:N").transform_filter(alt.datum.image == pick)
+    grid_layer = alt.Chart(gdf).mark_rect(fillOpacity=0.0, stroke="white", strokeOpacity=0.35, cursor="pointer").encode(
+        x=x, y=y,
+        stroke=alt.condition(sel, alt.value("red"), alt.value("white")),
+        strokeWidth=alt.condition(sel, alt.value(3), alt.value(0.5)),
+        strokeOpacity=alt.condition(sel, alt.value(1.0), alt.value(0.35)),
+        tooltip=["patch:Q", "row:O", "col:O"],
+    ).add_params(sel)
+    left = alt.layer(picture, grid_layer).properties(title="click a patch", **size).add_params(pick)
+    heat = alt.Chart(sims).mark_rect().encode(
+        x=x, y=y,
+        color=alt.Color("sim:Q", scale=alt.Scale(domain=[-0.5, 1], scheme="viridis", clamp=True), title="cosine"),
+        tooltip=["encoder", "target:Q", alt.Tooltip("sim:Q", format=".3f")],
+    ).transform_filter(alt.datum.image == pick).transform_filter(sel).transform_calculate(
+        row=f"floor(datum.target / {cols})", col=f"datum.target % {cols}",
+    ).properties(**size).facet(column=alt.Column("encoder:N", title=None))
+    return alt.hconcat(left, heat).resolve_scale(color="independent")

@@ -1,0 +1,197 @@
+"""The paper's claims, checked against a grid's results: supported, contradicted, or
+inconclusive given the seed spread. Every verdict is computed here from the numbers;
+nothing is written by hand.
+
+Intervals are 95 % Student t intervals over seeds of paired differences (the same seed
+with and without a treatment, which shares the data order and the fine-tuning split);
+a claim is *supported* when the interval lies on the claimed side of zero, *contradicted*
+when it lies on the other side, and *inconclusive* otherwise or when the grid lacks the
+cells the claim needs (said so).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from viny.stats import mean_interval
+
+__all__ = ["findings", "findings_markdown", "CLAIMS"]
+
+CLAIMS = {
+    "pretraining_small_data": "Pre-training helps most when fine-tuning data is small.",
+    "diminishing_finetune": "More fine-tuning data helps with diminishing returns (smaller gains per doubling).",
+    "diminishing_pretrain": "More pre-training data helps with diminishing returns.",
+    "cls_hurts": "Intermediate CLS fine-tuning (Intel) lowers downstream mIoU.",
+    "cls_hurts_where_pretraining_helps": "The drop from CLS fine-tuning is largest where pre-training helps most.",
+    "spatial_probe": "Spatial (patch-aligned) intermediate supervision raises patch-probe accuracy over the pre-trained encoder.",
+}
+
+
+def _verdict(iv: dict, positive_is_claim: bool = True) -> str:
+    lo, hi = iv["lo"], iv["hi"]
+    if any(math.isnan(v) for v in (lo, hi)):
+        return "inconclusive"
+    if (lo > 0) if positive_is_claim else (hi < 0):
+        return "supported"
+    if (hi < 0) if positive_is_claim else (lo > 0):
+        return "contradicted"
+    return "inconclusive"
+
+
+def _fmt(iv: dict) -> str:
+    if math.isnan(iv["lo"]):
+        return f"{iv['mean']:+.2f} (n={iv['n']}, no interval)"
+    return f"{iv['mean']:+.2f} [{iv['lo']:+.2f}, {iv['hi']:+.2f}] (n={iv['n']})"
+
+
+def _miou(ft: pd.DataFrame, pretrain: int, inter: str, size: int, metric: str) -> pd.Series:
+    g = ft[(ft["pretrain_images"] == pretrain) & (ft["intermediate"] == inter) & (ft["train_size"] == size)]
+    return 100 * g.groupby("seed")[metric].mean()
+
+
+def _paired(a: pd.Series, b: pd.Series) -> dict:
+    common = a.index.intersection(b.index)
+    return mean_interval((a[common] - b[common]).to_numpy())
+
+
+def _row(key: str, verdict: str, evidence: str) -> dict:
+    return {"claim": key, "statement": CLAIMS[key], "verdict": verdict, "evidence": evidence}
+
+
+def _pretraining_small_data(ft, metric):
+    pres = sorted(p for p in ft["pretrain_images"].unique() if p > 0)
+    sizes = sorted(ft["train_size"].unique())
+    if not pres or 0 not in set(ft["pretrain_images"]) or len(sizes) < 2:
+        return _row("pretraining_small_data", "inconclusive", "needs runs with and without pre-training at two or more fine-tuning sizes")
+    p = pres[-1]
+    small, large = sizes[0], sizes[-1]
+    g_small = _miou(ft, p, "none", small, metric) - _miou(ft, 0, "none", small, metric)
+    g_large = _miou(ft, p, "none", large, metric) - _miou(ft, 0, "none", large, metric)
+    gain_small = mean_interval(g_small.dropna())
+    diff = _paired(g_small, g_large)
+    if _verdict(gain_small) == "contradicted" or _verdict(diff) == "contradicted":
+        verdict = "contradicted"
+    elif _verdict(gain_small) == "supported" and _verdict(diff) == "supported":
+        verdict = "supported"
+    else:
+        verdict = "inconclusive"
+    return _row("pretraining_small_data", verdict,
+                f"gain from {p:,} pre-training images at {small} fine-tuning images: {_fmt(gain_small)} points; "
+                f"gain at {small} minus gain at {large}: {_fmt(diff)} points")
+
+
+def _diminishing(ft, metric, axis: str, key: str):
+    if axis == "train_size":
+        cells = ft[(ft["intermediate"] == "none")]
+        levels = sorted(cells["train_size"].unique())
+        fixed = cells["pretrain_images"].max()
+        cells = cells[cells["pretrain_images"] == fixed]
+        what = f"fine-tuning sizes {levels} (pre-training {fixed:,})"
+    else:
+        cells = ft[(ft["intermediate"] == "none") & (ft["pretrain_images"] > 0)]
+        levels = sorted(cells["pretrain_images"].unique())
+        fixed = cells["train_size"].min() if len(cells) else None
+        cells = cells[cells["train_size"] == fixed]
+        what = f"pre-training sizes {levels} (fine-tuning {fixed})"
+    if len(levels) < 3:
+        return _row(key, "inconclusive", f"needs three or more levels; this grid has {what}")
+    per_seed = cells.groupby(["seed", axis])[metric].mean().unstack() * 100
+    steps = np.log2(np.asarray(levels, float))
+    slopes = per_seed.diff(axis=1).iloc[:, 1:] / np.diff(steps)  # points per doubling, per seed
+    first, last = slopes.iloc[:, 0], slopes.iloc[:, -1]
+    gain = mean_interval(first.dropna())
+    drop = _paired(last, first)  # negative = diminishing
+    if _verdict(gain) == "supported" and _verdict(drop, positive_is_claim=False) == "supported":
+        verdict = "supported"
+    elif _verdict(drop, positive_is_claim=False) == "contradicted":
+        verdict = "contradicted"
+    else:
+        verdict = "inconclusive"
+    return _row(key, verdict, f"{what}: first gain per doubling {_fmt(gain)} points; last minus first {_fmt(drop)} points")
+
+
+def _cls_hurts(ft, metric):
+    cells = ft[ft["intermediate"].isin(["none", "cls_intel"])]
+    diffs = []
+    for (p, n), g in cells.groupby(["pretrain_images", "train_size"]):
+        a = _miou(g, p, "cls_intel", n, metric)
+        b = _miou(g, p, "none", n, metric)
+        common = a.index.intersection(b.index)
+        if len(common):
+            diffs.append((a[common] - b[common]).rename((p, n)))
+    if not diffs:
+        return _row("cls_hurts", "inconclusive", "needs runs with and without the CLS stage"), None
+    per_seed = pd.concat(diffs, axis=1).mean(axis=1)  # mean over cells, per seed
+    iv = mean_interval(per_seed.to_numpy())
+    return _row("cls_hurts", _verdict(iv, positive_is_claim=False),
+                f"change in {metric} from the CLS stage, averaged over {len(diffs)} cells: {_fmt(iv)} points"), diffs
+
+
+def _cls_where_pretraining_helps(ft, metric, diffs):
+    if not diffs:
+        return _row("cls_hurts_where_pretraining_helps", "inconclusive", "needs runs with and without the CLS stage")
+    harms, gains = {}, {}
+    for d in diffs:
+        p, n = d.name
+        if p == 0:
+            continue
+        base = _miou(ft, 0, "none", n, metric)
+        if len(base):
+            gains[(p, n)] = (_miou(ft, p, "none", n, metric) - base).mean()
+            harms[(p, n)] = -d
+    if len(gains) < 2:
+        return _row("cls_hurts_where_pretraining_helps", "inconclusive",
+                    "needs two or more (pre-training, fine-tuning size) cells with pre-training, a baseline and the CLS stage")
+    best = max(gains, key=gains.get)
+    worst = min(gains, key=gains.get)
+    iv = _paired(harms[best], harms[worst])
+    return _row("cls_hurts_where_pretraining_helps", _verdict(iv),
+                f"drop where pre-training helps most {best} (gain {gains[best]:+.2f}) minus drop where it helps least {worst} "
+                f"(gain {gains[worst]:+.2f}): {_fmt(iv)} points")
+
+
+def _spatial_probe(table: pd.DataFrame, grid_dir: Path | None):
+    geo = table[(table["study"] == "geometry") & (table["status"] == "done")] if "study" in table else table.iloc[0:0]
+    frames = []
+    for _, row in geo.iterrows():
+        path = Path(row["output_dir"]) / "geometry.csv"
+        if path.is_file():
+            frames.append(pd.read_csv(path).assign(seed=row.get("seed", 0)))
+    if not frames:
+        return _row("spatial_probe", "inconclusive", "no geometry study in this grid")
+    g = pd.concat(frames)
+    g = g[g["layer"] == g["layer"].max()]
+    spatial = g[g["encoder"] == "spatial intermediate"].set_index("seed")["probe_accuracy"] * 100
+    pre = g[g["encoder"] == "pretrained (SimMIM)"].set_index("seed")["probe_accuracy"] * 100
+    if not len(spatial) or not len(pre):
+        return _row("spatial_probe", "inconclusive", "the geometry study lacks the spatial or the pre-trained encoder")
+    diff = _paired(spatial, pre)
+    if diff["n"] >= 2:
+        return _row("spatial_probe", _verdict(diff), f"held-out probe accuracy, spatial minus pre-trained: {_fmt(diff)} points over seeds")
+    # one seed: a binomial standard error over the held-out patches (patches are not independent: optimistic)
+    n = float(g["probe_test_patches"].iloc[0]) if "probe_test_patches" in g else float("nan")
+    p1, p0 = spatial.iloc[0] / 100, pre.iloc[0] / 100
+    se = 100 * math.sqrt(p1 * (1 - p1) / n + p0 * (1 - p0) / n) if n == n else float("nan")
+    iv = {"mean": diff["mean"], "lo": diff["mean"] - 1.96 * se, "hi": diff["mean"] + 1.96 * se, "n": 1}
+    return _row("spatial_probe", _verdict(iv),
+                f"held-out probe accuracy, spatial minus pre-trained: {_fmt(iv)} points (one seed; interval from the "
+                f"{int(n) if n == n else '?'} held-out patches, which are not independent)")
+
+
+def findings(table: pd.DataFrame, grid_dir: str | Path | None = None, metric: str = "miou") -> pd.DataFrame:
+    """One row per claim: ``claim, statement, verdict, evidence``."""
+    ft = table[(table["study"] == "finetune") & (table["status"] == "done")] if "study" in table else table
+    rows = [_pretraining_small_data(ft, metric), _diminishing(ft, metric, "train_size", "diminishing_finetune"),
+            _diminishing(ft, metric, "pretrain_images", "diminishing_pretrain")]
+    row, diffs = _cls_hurts(ft, metric)
+    rows += [row, _cls_where_pretraining_helps(ft, metric, diffs), _spatial_probe(table, Path(grid_dir) if grid_dir else None)]
+    return pd.DataFrame(rows)
+
+
+def findings_markdown(df: pd.DataFrame) -> str:
+    icon = {"supported": "✅ supported", "contradicted": "❌ contradicted", "inconclusive": "➖ inconclusive"}
+    return "\n".join(f"- **{r.statement}** {icon[r.verdict]}: {r.evidence}" for r in df.itertuples())

@@ -1,0 +1,97 @@
+"""Upstream work shared by many downstream runs: a content-addressed store of runs.
+
+``upstream_encoder(store, pretrain_images=45000, intermediate="cls_intel", ...)`` returns
+the encoder a fine-tune should start from, training the pre-training and the
+intermediate run only if no run with the same configuration is in the store yet. Runs
+are keyed by a hash of their configuration (device, precision, cache and progress
+settings excluded), so every grid cell that needs "SimMIM on 45k images, seed 0" gets
+the same run, trained once. A file lock per run makes concurrent cells (local worker
+processes or Ray tasks on a shared file system) wait for one another instead of
+training twice; an interrupted run is resumed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Iterator
+
+from viny.config import TrainConfig, make_config
+from viny.train import RESULTS, STATE, train
+
+__all__ = ["config_key", "run_in_store", "upstream_encoder"]
+
+_VOLATILE = {"device", "precision", "cache_dir", "checkpoint_every", "eval_batch_size", "save_encoder_every"}
+
+
+def config_key(config: TrainConfig) -> str:
+    """Short hash of everything in ``config`` that changes the result."""
+    d = {k: v for k, v in config.to_dict().items() if k not in _VOLATILE}
+    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def run_in_store(config: TrainConfig, store: str | Path, progress: bool = True) -> Path:
+    """The run folder of ``config`` in ``store``, trained (or resumed) if not finished."""
+    store = Path(store)
+    run = store / f"{config.phase}-{config_key(config)}"
+    with _locked(store / ".locks" / f"{run.name}.lock"):
+        if not (run / RESULTS).is_file():
+            train(config, run, resume=(run / STATE).is_file(), progress=progress)
+    return run
+
+
+def upstream_encoder(
+    store: str | Path,
+    pretrain_images: int = 0,
+    intermediate: str = "none",
+    *,
+    model: str = "viny",
+    seed: int = 0,
+    pretrain: dict | None = None,
+    intermediate_options: dict | None = None,
+    data_root: str | None = None,
+    progress: bool = True,
+) -> str | None:
+    """Path of the encoder a downstream run starts from (``None``: random init).
+
+    ``pretrain_images`` 0 means no pre-training; otherwise SimMIM on that many images of
+    ``<data_root>/imagenet-subset/train`` (or the shipped sample). ``intermediate`` is
+    ``none`` or an intermediate task (``cls_intel``, ``cls_pets``, ``spatial``).
+    ``pretrain`` / ``intermediate_options`` override the phases' other options (epochs,
+    lr, ...). Upstream runs use ``seed``, so each seed has its own chain.
+    """
+    root = Path(data_root) if data_root else None
+    encoder: str | None = None
+    if pretrain_images:
+        cfg = make_config("pretrain", model=model, seed=seed, num_images=int(pretrain_images),
+                          data=str(root / "imagenet-subset" / "train") if root else None, **(pretrain or {}))
+        encoder = str(run_in_store(cfg, store, progress) / "encoder.safetensors")
+    if intermediate and intermediate != "none":
+        data = None
+        if root:
+            data = str(root / "intel-image-classification") if intermediate == "cls_intel" else str(root)
+        cfg = make_config("intermediate", task=intermediate, model=model, seed=seed, init_from=encoder, data=data,
+                          **(intermediate_options or {}))
+        encoder = str(run_in_store(cfg, store, progress) / "encoder.safetensors")
+    return encoder
+
+
+def environment_threads(jobs: int) -> dict[str, str]:
+    """Thread settings for ``jobs`` concurrent kernels sharing this machine's cores."""
+    n = max(1, (os.cpu_count() or 1) // max(1, jobs))
+    return {"OMP_NUM_THREADS": str(n), "MKL_NUM_THREADS": str(n)}

@@ -1,0 +1,156 @@
+"""What the notebooks and the report show, computed from models and runs: parameter
+tables, patchify and attention pictures, SimMIM reconstructions, segmentation examples,
+and the similarity data behind the Fig. 6 explorer. Each returns plain data (DataFrame,
+uint8 arrays, PIL images) drawn by :mod:`viny.figures` or displayed as is.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from viny.data import augment as A
+from viny.figures import colorize_trimap, panel, png_data_uri
+from viny.geometry import reference_patches, similarity_map
+from viny.model import ViNy
+
+__all__ = [
+    "repo_runs", "parameter_table", "patch_grid_image", "attention_maps", "reconstructions", "segmentation_examples",
+    "heatmap_data", "write_json", "read_metrics_csv",
+]
+
+
+def repo_runs(*parts: str) -> Path:
+    """``<repo>/runs/<parts>``: where notebooks write when no folder is given."""
+    return Path(__file__).resolve().parents[1].joinpath("runs", *parts)
+
+
+def write_json(path: str | Path, obj) -> Path:
+    from viny.files import atomic_write_json
+
+    atomic_write_json(path, obj)
+    return Path(path)
+
+
+def read_metrics_csv(run_dir: str | Path, name: str | None = None) -> pd.DataFrame:
+    df = pd.read_csv(Path(run_dir) / "metrics.csv")
+    if name is not None:
+        df["run"] = name
+    return df
+
+
+def parameter_table(encoder: ViNy) -> pd.DataFrame:
+    """Parameters per part of the encoder (patch embedding, positions, blocks, final norm)."""
+    groups: dict[str, int] = {}
+    for name, p in encoder.named_parameters():
+        key = name.split(".")[0] if not name.startswith("blocks.") else "blocks (x%d)" % len(encoder.blocks)
+        if name.startswith("blocks.0."):
+            sub = name.split(".")[2]
+            groups[f"  one block: {sub}"] = groups.get(f"  one block: {sub}", 0) + p.numel()
+        groups[key] = groups.get(key, 0) + p.numel()
+    groups["total"] = sum(p.numel() for p in encoder.parameters())
+    return pd.DataFrame({"part": list(groups), "parameters": list(groups.values())})
+
+
+def patch_grid_image(image_u8: np.ndarray, patch_size: int = 16, scale: int = 3) -> np.ndarray:
+    """The image enlarged with the patch grid drawn on it (how ViNy sees it: 8x8 tokens)."""
+    img = np.repeat(np.repeat(image_u8, scale, 0), scale, 1).copy()
+    step = patch_size * scale
+    img[::step, :] = 255
+    img[:, ::step] = 255
+    return img
+
+
+@torch.no_grad()
+def attention_maps(encoder: ViNy, image_u8: np.ndarray, block: int = -1) -> np.ndarray:
+    """Attention of the CLS token to every patch in ``block``, per head: ``[heads, gh, gw]``."""
+    encoder = encoder.eval()
+    x = A.normalize(A.to_float(torch.from_numpy(np.ascontiguousarray(image_u8[None]))))
+    tokens = encoder._pos_embed(encoder.patch_embed(x))  # noqa: SLF001  (timm's CLS + positions step)
+    blocks = list(encoder.blocks)
+    block = block % len(blocks)
+    for blk in blocks[:block]:
+        tokens = blk(tokens)
+    attn = blocks[block].attn
+    h = blocks[block].norm1(tokens)
+    b, n, _ = h.shape
+    q, k, _ = attn.qkv(h).reshape(b, n, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+    weights = ((q * attn.scale) @ k.transpose(-2, -1)).softmax(-1)[0, :, 0, 1:]  # heads, L
+    return weights.reshape(attn.num_heads, *encoder.grid_size).numpy()
+
+
+@torch.no_grad()
+def reconstructions(model, images_u8: np.ndarray, seed: int = 0, normalize: bool = True) -> dict[str, np.ndarray]:
+    """SimMIM original / masked / reconstructed images (uint8 ``[N, H, W, 3]``) with masks drawn from ``seed``."""
+    from viny.simmim import reconstruction_panels
+
+    model = model.eval()
+    x = A.to_float(torch.from_numpy(np.ascontiguousarray(images_u8)))
+    xin = A.normalize(x) if normalize else x
+    mask = model.random_mask(len(x), generator=torch.Generator().manual_seed(seed))
+    _, pred, mask = model(xin, mask=mask)
+    mean, std = (A.IMAGENET_MEAN, A.IMAGENET_STD) if normalize else (None, None)
+    panels = reconstruction_panels(xin, pred, mask, model.encoder.patch_size, mean, std)
+    return {k: (v.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8) for k, v in panels.items()}
+
+
+def reconstruction_figure(model, images_u8: np.ndarray, seed: int = 0, scale: int = 2):
+    r = reconstructions(model, images_u8, seed)
+    rows = [[r["original"][i], r["masked"][i], r["reconstruction"][i]] for i in range(len(images_u8))]
+    return panel(rows, ["original", "masked 50%", "reconstruction"], scale=scale)
+
+
+def segmentation_examples(run_dir: str | Path, n: int = 4, scale: int = 2):
+    """Paper Fig. A1: test images, ground truth and prediction of a finetune run (PIL image)."""
+    from viny.config import config_from_dict
+    from viny.device import autocast
+    from viny.evaluate import load_segmenter
+    from viny.tasks import FinetuneTask
+
+    model, meta = load_segmenter(run_dir)
+    task = FinetuneTask(config_from_dict(meta["config"]), progress=False)
+    idx = task.test_index[:n]
+    pred = task.predict(model, idx, torch.device("cpu"), autocast(torch.device("cpu"), "fp32")).numpy()
+    images = task.pets.arrays.images[idx]
+    truth = task.pets.arrays.targets[idx]
+    rows = [[images[i], colorize_trimap(truth[i]), colorize_trimap(pred[i])] for i in range(len(idx))]
+    return panel(rows, ["image", "ground truth", "prediction"], scale=scale)
+
+
+def heatmap_data(encoders: dict[str, ViNy], images_u8: np.ndarray, targets: np.ndarray) -> tuple[pd.DataFrame, dict[str, str], dict]:
+    """Similarity of every patch to every patch, per image and encoder, for the Fig. 6
+    explorer: ``(sims, image data URIs, reference patches per image)``."""
+    from PIL import Image
+
+    from viny.diagnostics import layer_tokens
+
+    rows = []
+    uris, refs = {}, {}
+    for name, enc in encoders.items():
+        toks = layer_tokens(enc, images_u8, precision="fp32")[len(enc.blocks)]
+        for i in range(len(images_u8)):
+            t = torch.nn.functional.normalize(toks[i].double(), dim=-1)
+            sims = (t @ t.T).numpy()
+            l = sims.shape[0]
+            rows.append(pd.DataFrame({"image": f"image {i + 1}", "encoder": name, "patch": np.repeat(np.arange(l), l),
+                                      "target": np.tile(np.arange(l), l), "sim": sims.reshape(-1).round(4)}))
+    for i in range(len(images_u8)):
+        uris[f"image {i + 1}"] = png_data_uri(Image.fromarray(images_u8[i]))
+        refs[f"image {i + 1}"] = reference_patches(torch.from_numpy(np.asarray(targets[i])).long(), 16)
+    return pd.concat(rows, ignore_index=True), uris, refs
+
+
+def similarity_maps(encoder: ViNy, image_u8: np.ndarray, patches: dict[str, int]) -> dict[str, np.ndarray]:
+    """Cosine maps ``[gh, gw]`` of the given reference patches (name -> index) for one image."""
+    from viny.diagnostics import layer_tokens
+
+    tok = layer_tokens(encoder, image_u8[None], precision="fp32")[len(encoder.blocks)][0]
+    return {k: similarity_map(tok, v, tuple(encoder.grid_size)).numpy() for k, v in patches.items()}
+
+
+def load_json(path: str | Path):
+    return json.loads(Path(path).read_text())
