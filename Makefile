@@ -1,5 +1,6 @@
 # The two commands of the README's quick start:
-#   make demo   runs the study at demo scale on the data shipped in the repo
+#   make demo   runs the study at demo scale on the data shipped in the repo, ending in
+#               the HTML report (runs/demo/report.html)
 #   make test   runs the test suite
 # Each creates .venv and installs viny with its extras when missing or when
 # pyproject.toml changed; otherwise the install is skipped.
@@ -9,7 +10,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.viny-installed
 
-.PHONY: demo test venv
+.PHONY: demo test venv notebooks browser
 
 venv: $(STAMP)
 
@@ -21,7 +22,20 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/viny demo
+	$(BIN)/viny grid params/demo.yaml
+	$(BIN)/viny report runs/demo
 
-test: $(STAMP)
+# The report's browser test needs Debian's chromium; install it when we can (root + apt).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	      || echo "note: could not install chromium; the report's browser test will be skipped"; \
+	  else echo "note: chromium not installed (apt-get install chromium); the report's browser test will be skipped"; fi; }
+
+test: $(STAMP) browser
 	$(BIN)/python -m pytest
+
+# The .ipynb twins of the py:percent notebooks, for JupyterLab
+notebooks: $(STAMP)
+	$(BIN)/jupytext --sync notebooks/*.py

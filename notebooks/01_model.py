@@ -18,10 +18,10 @@
 # width 128, depth 12, 8 heads of dimension 64 and an MLP of 512: 4,842,880 parameters.
 
 # %% tags=["parameters"]
-model: str = "viny"  # "viny" (the paper's) or "viny_test" (tiny)
+model: str = "viny"  # viny (the paper) or viny_test (tiny)
 image_index: int = 0  # which shipped Pets image to look at
 attention_block: int = 11  # block whose CLS attention is shown (0-based)
-output_dir: str = ""  # "" = runs/notebooks/model
+output_dir: str = ""  # empty: runs/notebooks/model
 
 # %%
 import altair as alt

@@ -22,10 +22,10 @@ model: str = "viny"
 pretrain_images: int = 1000  # images of the ImageNet folder (paper: 45k / 100k / 200k)
 epochs: int = 15  # paper: 100
 seed: int = 0
-data_root: str = ""  # folder holding imagenet-subset/train ("" = the shipped sample)
+data_root: str = ""  # folder holding imagenet-subset/train (empty: the shipped sample)
 show_images: int = 4
-store_dir: str = ""  # shared store of upstream runs ("" = runs/notebooks/store)
-output_dir: str = ""  # "" = runs/notebooks/simmim
+store_dir: str = ""  # shared store of upstream runs (empty: runs/notebooks/store)
+output_dir: str = ""  # empty: runs/notebooks/simmim
 
 # %%
 from pathlib import Path

@@ -20,13 +20,14 @@
 
 # %% tags=["parameters"]
 model: str = "viny"
-pretrain_images: int = 1000  # 0 = start from a random encoder
+pretrain_images: int = 1000  # 0: start from a random encoder
 pretrain_epochs: int = 15
 epochs: int = 10  # paper: 200 (Intel), 20 (diagnostic study)
-intermediate_images: int = 0  # 0 = all training images of the task
+intermediate_images: int = 0  # 0: all training images of the task
 tasks: list = ["cls_intel", "spatial"]
+test_size: int = 200  # Pets images held out (Pets-based tasks train on the rest)
 seed: int = 0
-data_root: str = ""  # folder with imagenet-subset/, intel-image-classification/, oxford-iiit-pet/ ("" = shipped)
+data_root: str = ""  # folder with imagenet-subset/, intel-image-classification/, oxford-iiit-pet/ (empty: shipped)
 store_dir: str = ""
 output_dir: str = ""
 
@@ -45,7 +46,7 @@ from viny.weights import load_encoder
 
 out = Path(output_dir) if output_dir else repo_runs("notebooks", "intermediate")
 store = Path(store_dir) if store_dir else repo_runs("notebooks", "store")
-options = {"epochs": epochs, "num_images": intermediate_images or None}
+options = {"epochs": epochs, "num_images": intermediate_images or None, "test_size": test_size}
 paths = {"pre-trained": upstream_encoder(store, pretrain_images, "none", model=model, seed=seed, pretrain={"epochs": pretrain_epochs},
                                          data_root=data_root or None)}
 for task in tasks:

@@ -20,14 +20,14 @@
 
 # %% tags=["parameters"]
 model: str = "viny"
-pretrain_images: int = 0  # 0 = no pre-training
+pretrain_images: int = 0  # 0: no pre-training
 pretrain_epochs: int = 15
 intermediate: str = "none"  # none, cls_intel, cls_pets, spatial
 intermediate_epochs: int = 10
-intermediate_images: int = 0  # 0 = all
+intermediate_images: int = 0  # 0: all
 train_size: int = 100
 test_size: int = 200
-split: str = "nested"  # nested (fixed test set) or paper (authors' random_split, seed 42)
+split: str = "nested"  # nested (fixed test set) or paper (authors random_split, seed 42)
 epochs: int = 10  # paper: 100
 seed: int = 0
 precision: str = "auto"
@@ -48,7 +48,8 @@ from viny.views import load_json, read_metrics_csv, repo_runs, segmentation_exam
 out = Path(output_dir) if output_dir else repo_runs("notebooks", "finetune")
 store = Path(store_dir) if store_dir else repo_runs("notebooks", "store")
 encoder = upstream_encoder(store, pretrain_images, intermediate, model=model, seed=seed, pretrain={"epochs": pretrain_epochs},
-                           intermediate_options={"epochs": intermediate_epochs, "num_images": intermediate_images or None},
+                           intermediate_options={"epochs": intermediate_epochs, "num_images": intermediate_images or None,
+                                                 "test_size": test_size},
                            data_root=data_root or None)
 config = make_config("finetune", model=model, epochs=epochs, train_size=train_size, test_size=test_size, split=split,
                      seed=seed, init_from=encoder, precision=precision, data=data_root or None)

@@ -23,12 +23,13 @@
 model: str = "viny"
 pretrain_images: int = 1000
 pretrain_epochs: int = 15
-intermediate_epochs: int = 10  # the paper's diagnostic study: 20
+intermediate_epochs: int = 10  # the paper diagnostic study: 20
 intermediate_images: int = 0
 num_images: int = 2000  # Pets images for the diagnostics (the shipped sample has 598)
 dse_images: int = 512
 layers: str = "final"  # final or all
 heatmap_images: int = 3
+test_size: int = 200  # Pets images held out from the Pets-based intermediate tasks
 seed: int = 0
 data_root: str = ""
 store_dir: str = ""
@@ -52,7 +53,7 @@ out = Path(output_dir) if output_dir else repo_runs("notebooks", "geometry")
 out.mkdir(parents=True, exist_ok=True)
 store = Path(store_dir) if store_dir else repo_runs("notebooks", "store")
 common = dict(model=model, seed=seed, pretrain={"epochs": pretrain_epochs}, data_root=data_root or None,
-              intermediate_options={"epochs": intermediate_epochs, "num_images": intermediate_images or None})
+              intermediate_options={"epochs": intermediate_epochs, "num_images": intermediate_images or None, "test_size": test_size})
 names = {"pretrained (SimMIM)": "none", "CLS-intermediate (Intel)": "cls_intel", "CLS-intermediate (Pets)": "cls_pets",
          "spatial intermediate": "spatial"}
 encoders = {"random init": create_encoder(model)}

@@ -18,8 +18,9 @@
 # paper's published numbers.
 
 # %% tags=["parameters"]
-grid_dir: str = ""  # the grid's output folder ("" = runs/demo)
+grid_dir: str = ""  # the grid output folder (empty: runs/demo)
 metric: str = "miou"
+output_dir: str = ""
 
 # %%
 from pathlib import Path
@@ -30,7 +31,7 @@ from IPython.display import Markdown, display
 from viny.figures import intermediate_delta, miou_vs_size
 from viny.findings import findings, findings_markdown
 from viny.paper import comparison_table
-from viny.views import repo_runs
+from viny.views import repo_runs, write_json
 
 grid = Path(grid_dir) if grid_dir else repo_runs("demo")
 table = pd.read_parquet(grid / "results.parquet")
@@ -53,4 +54,6 @@ display(comparison_table(ft))
 # ## Findings, computed from these results
 
 # %%
-display(Markdown(findings_markdown(findings(table, grid))))
+verdicts = findings(table, grid)
+write_json(Path(output_dir) / "metrics.json" if output_dir else grid / "findings.json", {r.claim: r.verdict for r in verdicts.itertuples()})
+display(Markdown(findings_markdown(verdicts)))

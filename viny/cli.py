@@ -1,4 +1,4 @@
-"""The ``viny`` command: ``pretrain | intermediate | finetune | evaluate | geometry | demo``.
+"""The ``viny`` command: ``pretrain | intermediate | finetune | evaluate | geometry | grid | report | demo``.
 
 The options of the three training commands are generated from the typed configs in
 :mod:`viny.config` (one ``--option`` per field, the paper's value as default), so the
@@ -89,6 +89,22 @@ def build_parser() -> argparse.ArgumentParser:
     geo.add_argument("--out", type=Path, default=Path("runs/geometry"))
     geo.add_argument("--device", default="auto")
     geo.add_argument("--quiet", action="store_true")
+    gr = sub.add_parser("grid", help="run a grid of notebooks with papermill (params/*.yaml); --status shows progress",
+                        description="Expand a grid file into cells, run one papermill execution per cell (finished cells are "
+                                    "skipped), and join every cell's metrics into <out>/results.parquet.")
+    gr.add_argument("params", type=Path, help="grid file, e.g. params/demo.yaml")
+    gr.add_argument("--status", action="store_true", help="only show done / failed / pending cells")
+    gr.add_argument("--executor", choices=("local", "ray"), default="local")
+    gr.add_argument("--jobs", type=int, default=1, help="concurrent cells (local executor; default 1)")
+    gr.add_argument("--out", type=Path, default=None, help="output folder (default: the file's 'out')")
+    gr.add_argument("--retry-failed", action="store_true", help="run failed cells again")
+    gr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a fixed parameter in every study whose notebook has it (YAML value), e.g. data_root=/data")
+    gr.add_argument("--quiet", action="store_true")
+    rep = sub.add_parser("report", help="one self-contained HTML report of a grid's results",
+                         description="Build <grid out>/report.html: figures, tables beside the paper's, findings.")
+    rep.add_argument("grid", type=Path, help="the grid's output folder, or its grid file")
+    rep.add_argument("--out", type=Path, default=None, help="HTML file (default: <grid out>/report.html)")
     demo = sub.add_parser("demo", help="the study at demo scale on the shipped sample; prints and writes a results table")
     demo.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder (default: runs/demo); finished cells are reused")
     demo.add_argument("--scale", choices=("demo", "smoke"), default="demo", help="demo (about 10 minutes on 2 cores) or smoke (seconds, tiny model)")
@@ -152,6 +168,47 @@ def _run_geometry(args) -> int:
     return 0
 
 
+def _load_grid(params: Path, out: Path | None, sets: list[str]):
+    import yaml
+
+    from viny.grid import load_grid, notebook_parameters
+
+    grid = load_grid(params, out)
+    for item in sets:
+        if "=" not in item:
+            raise VinyError(f"--set {item!r}: expected KEY=VALUE")
+        key, value = item.split("=", 1)
+        used = False
+        for st in grid.studies:
+            if key in notebook_parameters(st.notebook):
+                st.fixed[key] = yaml.safe_load(value)
+                used = True
+        if not used:
+            raise VinyError(f"--set {key}: no notebook of this grid has a parameter {key!r}")
+    return grid
+
+
+def _run_grid(args) -> int:
+    from viny.grid import grid_status, run_grid
+
+    grid = _load_grid(args.params, args.out, args.set)
+    if args.status:
+        print(grid_status(grid).to_string(index=False))
+        return 0
+    table = run_grid(grid, executor=args.executor, jobs=args.jobs, retry_failed=args.retry_failed, quiet=args.quiet)
+    counts = table["status"].value_counts().to_dict()
+    print(f"{grid.out / 'results.parquet'}: {len(table)} cells, {counts}")
+    return 1 if counts.get("failed") else 0
+
+
+def _run_report(args) -> int:
+    from viny.report import build_report
+
+    path = build_report(args.grid, args.out)
+    print(path)
+    return 0
+
+
 def _run_demo(args) -> int:
     from viny.demo import run_demo
 
@@ -168,6 +225,10 @@ def main(argv: list[str] | None = None) -> int:
             return _run_evaluate(args)
         if args.command == "geometry":
             return _run_geometry(args)
+        if args.command == "grid":
+            return _run_grid(args)
+        if args.command == "report":
+            return _run_report(args)
         return _run_demo(args)
     except VinyError as e:
         print(f"viny {args.command}: error: {e}", file=sys.stderr)

@@ -14,6 +14,12 @@ from typing import Iterator
 __all__ = ["atomic_path", "atomic_write_text", "atomic_write_json"]
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _fsync_dir(folder: Path) -> None:
     with contextlib.suppress(OSError):  # not every platform can open a folder
         fd = os.open(folder, os.O_RDONLY)
@@ -40,6 +46,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
         os.replace(tmp, path)
         _fsync_dir(path.parent)
     finally:

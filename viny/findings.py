@@ -67,8 +67,8 @@ def _pretraining_small_data(ft, metric):
     sizes = sorted(ft["train_size"].unique())
     if not pres or 0 not in set(ft["pretrain_images"]) or len(sizes) < 2:
         return _row("pretraining_small_data", "inconclusive", "needs runs with and without pre-training at two or more fine-tuning sizes")
-    p = pres[-1]
-    small, large = sizes[0], sizes[-1]
+    p = int(pres[-1])
+    small, large = int(sizes[0]), int(sizes[-1])
     g_small = _miou(ft, p, "none", small, metric) - _miou(ft, 0, "none", small, metric)
     g_large = _miou(ft, p, "none", large, metric) - _miou(ft, 0, "none", large, metric)
     gain_small = mean_interval(g_small.dropna())
@@ -87,14 +87,14 @@ def _pretraining_small_data(ft, metric):
 def _diminishing(ft, metric, axis: str, key: str):
     if axis == "train_size":
         cells = ft[(ft["intermediate"] == "none")]
-        levels = sorted(cells["train_size"].unique())
+        levels = sorted(int(v) for v in cells["train_size"].unique())
         fixed = cells["pretrain_images"].max()
         cells = cells[cells["pretrain_images"] == fixed]
-        what = f"fine-tuning sizes {levels} (pre-training {fixed:,})"
+        what = f"fine-tuning sizes {levels} (pre-training {int(fixed):,})"
     else:
         cells = ft[(ft["intermediate"] == "none") & (ft["pretrain_images"] > 0)]
-        levels = sorted(cells["pretrain_images"].unique())
-        fixed = cells["train_size"].min() if len(cells) else None
+        levels = sorted(int(v) for v in cells["pretrain_images"].unique())
+        fixed = int(cells["train_size"].min()) if len(cells) else None
         cells = cells[cells["train_size"] == fixed]
         what = f"pre-training sizes {levels} (fine-tuning {fixed})"
     if len(levels) < 3:
@@ -136,7 +136,7 @@ def _cls_where_pretraining_helps(ft, metric, diffs):
         return _row("cls_hurts_where_pretraining_helps", "inconclusive", "needs runs with and without the CLS stage")
     harms, gains = {}, {}
     for d in diffs:
-        p, n = d.name
+        p, n = int(d.name[0]), int(d.name[1])
         if p == 0:
             continue
         base = _miou(ft, 0, "none", n, metric)

@@ -171,6 +171,8 @@ class IntermediateTask(Task):
         else:
             pets = load_pets(c.data, size, c.resize, cache_dir=c.cache_dir, skip_bad=c.skip_bad_images, progress=progress)
             n = len(pets.arrays)
+            if c.test_size >= n:
+                raise DataError(f"--test-size {c.test_size} leaves no training images among the {n} Pets images; use a smaller --test-size")
             train_idx, test_idx = split_indices(n, n - c.test_size, c.test_size, "nested", c.split_seed)
             self.train_index = _valid_only(train_idx, pets.arrays.valid)
             self.test_index = _valid_only(test_idx, pets.arrays.valid)

@@ -1,0 +1,82 @@
+import json
+import textwrap
+
+import pandas as pd
+import pytest
+
+from viny.errors import VinyError
+from viny.grid import cell_status, collect, expand, grid_status, load_grid, run_grid
+
+NOTEBOOK = textwrap.dedent('''\
+    # %% tags=["parameters"]
+    x: int = 0
+    label: str = "a"
+    output_dir: str = ""
+
+    # %%
+    import json, pathlib
+    if x == 2:
+        raise ValueError("boom")
+    pathlib.Path(output_dir).mkdir(parents=True, exist_ok=True)
+    json.dump({"y": x * x, "nested": {"z": x + 1}}, open(pathlib.Path(output_dir) / "metrics.json", "w"))
+    ''')
+
+
+def make_grid(tmp_path, axes="x: [1, 2, 3]", fixed="label: b", extra=""):
+    (tmp_path / "notebooks").mkdir(exist_ok=True)
+    (tmp_path / "notebooks" / "nb.py").write_text(NOTEBOOK)
+    (tmp_path / "g.yaml").write_text(textwrap.dedent(f'''\
+        name: t
+        out: out
+        studies:
+          s:
+            notebook: notebooks/nb.py
+            axes: {{{axes}}}
+            fixed: {{{fixed}}}
+        {extra}'''))
+    return tmp_path / "g.yaml"
+
+
+def test_unknown_parameters_are_an_error_naming_them(tmp_path):
+    with pytest.raises(VinyError, match=r"colour, size not among the parameters of nb.py \(label, output_dir, x\)"):
+        load_grid(make_grid(tmp_path, axes="size: [1]", fixed="colour: red"))
+    with pytest.raises(VinyError, match="set by the grid itself"):
+        load_grid(make_grid(tmp_path, fixed="output_dir: /tmp"))
+    with pytest.raises(VinyError, match=r"unknown key\(s\) \['colour'\]"):
+        load_grid(make_grid(tmp_path, extra="colour: red"))
+    with pytest.raises(VinyError, match="does not exist"):
+        load_grid(tmp_path / "missing.yaml")
+
+
+def test_expand_injects_only_declared_parameters(tmp_path):
+    grid = load_grid(make_grid(tmp_path, axes="x: [1, 2], label: [p, q]", fixed=""))
+    cells = expand(grid)["s"]
+    assert len(cells) == 4 and cells[0].params == {"x": 1, "label": "p", "output_dir": cells[0].dir}
+    assert cells[0].id == "x=1,label=p"
+
+
+def test_local_grid_is_fault_tolerant_and_resumable(tmp_path):
+    grid = load_grid(make_grid(tmp_path))
+    table = run_grid(grid, quiet=True)
+    assert table.set_index("x")["status"].to_dict() == {1: "done", 2: "failed", 3: "done"}
+    assert table.set_index("x").loc[3, "y"] == 9 and table.set_index("x").loc[3, "nested.z"] == 4
+    failed = table.set_index("x").loc[2]
+    assert "ValueError: boom" in failed["error"]
+    assert (grid.out / "cells" / "s" / "x=2" / "notebook.ipynb").is_file()  # kept, with the exception
+    assert pd.read_parquet(grid.out / "results.parquet").shape[0] == 3
+    assert grid_status(grid).iloc[0][["done", "failed", "pending"]].tolist() == [2, 1, 0]
+    # rerun: finished cells are skipped; a cell whose status vanished (killed grid) runs again
+    cells = expand(grid)["s"]
+    done_status = (grid.out / "cells" / "s" / "x=1" / "status.json")
+    before = done_status.stat().st_mtime_ns
+    (grid.out / "cells" / "s" / "x=3" / "status.json").unlink()
+    assert cell_status(cells[2]) == "pending"
+    run_grid(grid, quiet=True)
+    assert done_status.stat().st_mtime_ns == before and cell_status(cells[2]) == "done"
+    assert json.loads((grid.out / "cells" / "s" / "x=2" / "status.json").read_text())["attempts"] == 1
+
+
+def test_local_grid_with_two_workers(tmp_path):
+    grid = load_grid(make_grid(tmp_path, axes="x: [1, 3, 4]"))
+    table = run_grid(grid, jobs=2, quiet=True)
+    assert (table["status"] == "done").all() and sorted(table["y"]) == [1, 9, 16]

@@ -1,0 +1,92 @@
+"""Every notebook runs top to bottom under papermill (params/smoke.yaml), here through the
+Ray executor on a real local Ray instance; then the report is built and checked in a
+real headless browser (Debian's chromium, driven by Playwright) with the network blocked."""
+
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from viny.grid import load_grid, run_grid
+from viny.report import build_report
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    import ray
+
+    out = tmp_path_factory.mktemp("smoke")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        table = run_grid(load_grid(ROOT / "params" / "smoke.yaml", out), executor="ray", quiet=True)
+    finally:
+        ray.shutdown()
+    return out, table
+
+
+def test_every_notebook_runs_under_papermill_via_ray(smoke):
+    out, table = smoke
+    bad = table[table["status"] != "done"]
+    assert bad.empty, bad[["study", "cell", "error"]].to_string()
+    assert set(table["study"]) == {"model", "simmim", "intermediate", "finetune", "geometry", "results"}
+    ft = table[table["study"] == "finetune"]
+    assert len(ft) == 8 and ft["miou"].between(0, 1).all()
+    # upstream work is shared: one pre-training per (size, seed), one intermediate per upstream
+    store = out / "store"
+    assert len(list(store.glob("pretrain-*"))) == 2  # 32 images x seeds 0, 1
+    assert len(list(store.glob("intermediate-*"))) == 2 * 2 + 2  # cls_intel on {none, pre} x seeds + spatial/cls_pets for geometry
+    assert (out / "results.parquet").is_file()
+
+
+@pytest.fixture(scope="module")
+def report(smoke):
+    out, _ = smoke
+    return build_report(out)
+
+
+def test_report_is_self_contained(report):
+    text = report.read_text()
+    assert "<script src" not in text and "<link" not in text
+    assert "Findings" in text and "Not the paper's scale" in text and "commit" in text
+    for fig in ("fig3", "fig4", "fig5", "fig6"):
+        assert f"id='{fig}'" in text
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed (make test installs it when run as root)")
+def test_report_renders_offline_in_a_real_browser(report):
+    from playwright.sync_api import sync_playwright
+
+    errors, blocked = [], []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run", "--disable-quic"])
+        page = browser.new_page()
+        page.route("**/*", lambda route: route.continue_() if route.request.url.startswith(("file:", "data:")) else (blocked.append(route.request.url), route.abort()))
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(report.as_uri())
+        page.wait_for_function("Object.keys(window.vinyViews).length + window.vinyErrors.length >= 4", timeout=60000)
+        assert page.evaluate("window.vinyErrors") == []
+        for fig in ("fig3", "fig4", "fig5", "fig6"):
+            assert page.locator(f"#{fig} svg").count() >= 1, fig
+        heat = "#fig6 .mark-rect path"
+
+        def fills():
+            return page.eval_on_selector_all(heat, "els => els.map(e => e.getAttribute('fill'))")
+
+        before = fills()
+        # the left chart's grid: the first rect mark group; click a patch far from the default one
+        grid_patches = page.locator("#fig6 .mark-rect").first.locator("path")
+        assert grid_patches.count() == 16  # the tiny model's 4x4 grid
+        grid_patches.nth(5).click(force=True)
+        page.wait_for_timeout(500)
+        after = fills()
+        assert before != after, "clicking a patch did not change the heatmaps"
+        browser.close()
+    assert not errors, errors
+    assert not blocked, blocked

@@ -1,0 +1,345 @@
+"""``viny grid PARAMS.yaml``: the study as a grid of papermill runs of the notebooks.
+
+A grid file names studies; each study runs one notebook over the product of its
+``axes`` with its ``fixed`` parameters::
+
+    name: demo
+    out: runs/demo                 # default output folder (relative to the file's repo)
+    studies:
+      finetune:
+        notebook: notebooks/04_finetune.py
+        axes: {pretrain_images: [0, 1000], train_size: [100, 250], seed: [0, 1]}
+        fixed: {epochs: 10}
+
+Every parameter name is checked against the notebook's ``parameters`` cell before
+anything runs (papermill itself only warns). Each cell runs in its own folder
+``<out>/cells/<study>/<cell>/`` (executed notebook ``notebook.ipynb``, ``metrics.json``
+written by the notebook, ``status.json``); ``output_dir`` (the cell folder),
+``store_dir`` (``<out>/store``, shared upstream runs: :mod:`viny.pipeline`) and
+``grid_dir`` are passed to notebooks that declare them. Studies run in the order given;
+after each, the cells' metrics and papermill metadata are joined into
+``<out>/results.parquet`` (one row per cell, parameters as columns).
+
+Rerunning skips finished cells, so a killed grid continues where it stopped; a failing
+cell is recorded with its error and the others go on (``--retry-failed`` runs failed
+cells again). Executors: ``local`` (bounded worker processes, each kernel with its own
+IPython folder, kernel starts retried) and ``ray`` (one Ray task per cell, one GPU per
+cell when the cluster has GPUs; connects to ``RAY_ADDRESS`` or starts a local cluster).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+import re
+import tempfile
+import time
+import traceback
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from viny.errors import VinyError
+from viny.files import atomic_path, atomic_write_json
+
+__all__ = ["Study", "Grid", "Cell", "load_grid", "expand", "cell_status", "run_grid", "collect", "notebook_parameters"]
+
+INJECTED = ("output_dir", "store_dir", "grid_dir")
+_GRID_KEYS = {"name", "out", "studies", "description"}
+_STUDY_KEYS = {"notebook", "axes", "fixed", "description"}
+
+
+@dataclass
+class Study:
+    name: str
+    notebook: Path
+    axes: dict[str, list] = field(default_factory=dict)
+    fixed: dict = field(default_factory=dict)
+
+
+@dataclass
+class Grid:
+    name: str
+    path: Path
+    out: Path
+    studies: list[Study]
+
+
+@dataclass
+class Cell:
+    study: str
+    notebook: str
+    params: dict  # the notebook's parameters for this cell (axes + fixed + injected)
+    axes: dict  # this cell's axis values
+    dir: str
+
+    @property
+    def id(self) -> str:
+        return Path(self.dir).name
+
+
+def _repo_root(path: Path) -> Path:
+    for p in [path.parent, *path.parents]:
+        if (p / "notebooks").is_dir() or (p / "pyproject.toml").is_file():
+            return p
+    return path.parent
+
+
+def notebook_parameters(notebook: str | Path) -> dict[str, dict]:
+    """The notebook's declared parameters (name -> papermill's inspection record)."""
+    import jupytext
+    import nbformat
+    import papermill as pm
+
+    nb = Path(notebook)
+    if not nb.is_file():
+        raise VinyError(f"notebook {nb} does not exist")
+    with tempfile.TemporaryDirectory() as tmp:
+        ipynb = Path(tmp) / (nb.stem + ".ipynb")
+        node = jupytext.read(nb)
+        node.metadata.setdefault("kernelspec", {"name": "python3", "language": "python", "display_name": "Python 3"})
+        nbformat.write(node, ipynb)
+        params = pm.inspect_notebook(str(ipynb))
+    if not params:
+        raise VinyError(f"notebook {nb} has no cell tagged 'parameters'")
+    return params
+
+
+def load_grid(path: str | Path, out: str | Path | None = None, check: bool = True) -> Grid:
+    """Read and validate a grid file (unknown keys and unknown notebook parameters are errors)."""
+    path = Path(path)
+    if not path.is_file():
+        raise VinyError(f"grid file {path} does not exist")
+    try:
+        spec = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise VinyError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(spec, dict):
+        raise VinyError(f"{path}: expected a mapping with 'studies'")
+    unknown = set(spec) - _GRID_KEYS
+    if unknown:
+        raise VinyError(f"{path}: unknown key(s) {sorted(unknown)}; expected {sorted(_GRID_KEYS)}")
+    if not spec.get("studies"):
+        raise VinyError(f"{path}: no 'studies'")
+    root = _repo_root(path.resolve())
+    studies = []
+    for name, s in spec["studies"].items():
+        if not isinstance(s, dict) or "notebook" not in s:
+            raise VinyError(f"{path}: study {name!r} needs a 'notebook'")
+        bad = set(s) - _STUDY_KEYS
+        if bad:
+            raise VinyError(f"{path}: study {name!r} has unknown key(s) {sorted(bad)}; expected {sorted(_STUDY_KEYS)}")
+        axes = {k: (v if isinstance(v, list) else [v]) for k, v in (s.get("axes") or {}).items()}
+        studies.append(Study(name, (root / s["notebook"]).resolve(), axes, dict(s.get("fixed") or {})))
+    out_dir = Path(out) if out else root / spec.get("out", f"runs/{spec.get('name', path.stem)}")
+    grid = Grid(spec.get("name", path.stem), path, out_dir.resolve(), studies)
+    if check:
+        for st in grid.studies:
+            declared = notebook_parameters(st.notebook)
+            given = set(st.axes) | set(st.fixed)
+            unknown = sorted(given - set(declared))
+            if unknown:
+                raise VinyError(f"{path}: study {st.name!r}: {', '.join(unknown)} not among the parameters of {st.notebook.name} "
+                                f"({', '.join(sorted(declared))})")
+            clash = sorted(given & set(INJECTED))
+            if clash:
+                raise VinyError(f"{path}: study {st.name!r}: {', '.join(clash)} are set by the grid itself")
+    return grid
+
+
+def _slug(values: dict) -> str:
+    text = ",".join(f"{k}={v}" for k, v in values.items()) or "single"
+    safe = re.sub(r"[^A-Za-z0-9_.=,-]+", "_", text)
+    return safe if len(safe) <= 100 else safe[:80] + "-" + hashlib.sha1(text.encode()).hexdigest()[:10]
+
+
+def expand(grid: Grid) -> dict[str, list[Cell]]:
+    """Cells per study, in order."""
+    declared_cache: dict[Path, set] = {}
+    out: dict[str, list[Cell]] = {}
+    for st in grid.studies:
+        if st.notebook not in declared_cache:
+            declared_cache[st.notebook] = set(notebook_parameters(st.notebook))
+        declared = declared_cache[st.notebook]
+        keys = list(st.axes)
+        cells = []
+        for combo in itertools.product(*(st.axes[k] for k in keys)):
+            axes = dict(zip(keys, combo))
+            cdir = grid.out / "cells" / st.name / _slug(axes)
+            params = {**st.fixed, **axes}
+            injected = {"output_dir": str(cdir), "store_dir": str(grid.out / "store"), "grid_dir": str(grid.out)}
+            params.update({k: v for k, v in injected.items() if k in declared})
+            cells.append(Cell(st.name, str(st.notebook), params, axes, str(cdir)))
+        out[st.name] = cells
+    return out
+
+
+def cell_status(cell: Cell) -> str:
+    """``done``, ``failed`` or ``pending``."""
+    p = Path(cell.dir) / "status.json"
+    if not p.is_file():
+        return "pending"
+    try:
+        st = json.loads(p.read_text()).get("status")
+    except json.JSONDecodeError:
+        return "pending"
+    return st if st in ("done", "failed") else "pending"
+
+
+def run_cell(cell: Cell, threads: int | None = None, retries: int = 3, timeout: int | None = None) -> dict:
+    """Execute one cell's notebook with papermill; returns (and writes) its status record."""
+    import jupytext
+    import papermill as pm
+
+    cdir = Path(cell.dir)
+    cdir.mkdir(parents=True, exist_ok=True)
+    os.environ["IPYTHONDIR"] = tempfile.mkdtemp(prefix="viny-ipython-")  # own history DB per worker
+    if threads:
+        os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(threads)
+    record = {"status": "failed", "study": cell.study, "cell": cell.id, "notebook": cell.notebook, "params": cell.params,
+              "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "attempts": 0}
+    t0 = time.perf_counter()
+    for attempt in range(1, retries + 1):
+        record["attempts"] = attempt
+        try:
+            pm.execute_notebook(jupytext.read(cell.notebook), str(cdir / "notebook.ipynb"), parameters=cell.params,
+                                kernel_name="python3", language="python", progress_bar=False, cwd=str(Path(cell.notebook).parent),
+                                start_timeout=120, execution_timeout=timeout)
+            ok = (cdir / "metrics.json").is_file()
+            record.update(status="done" if ok else "failed", error=None if ok else "the notebook wrote no metrics.json")
+            break
+        except pm.PapermillExecutionError as e:  # a cell raised: a real failure, not retried
+            record.update(error=f"{e.ename}: {e.evalue}".strip(), failed_cell=e.exec_count)
+            break
+        except Exception as e:  # kernel start or transport trouble: retried
+            record.update(error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc(limit=5))
+            time.sleep(2 * attempt)
+    record["seconds"] = round(time.perf_counter() - t0, 2)
+    atomic_write_json(cdir / "status.json", record)
+    return record
+
+
+def _run_local(cells: list[Cell], jobs: int, progress) -> list[dict]:
+    threads = max(1, (os.cpu_count() or 1) // max(1, jobs))
+    if jobs <= 1:
+        return [progress(run_cell(c, threads)) for c in cells]
+    records = []
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+        futures = [pool.submit(run_cell, c, threads) for c in cells]
+        for f in as_completed(futures):
+            records.append(progress(f.result()))
+    return records
+
+
+def _run_ray(cells: list[Cell], jobs: int, progress) -> list[dict]:
+    try:
+        import ray
+    except ImportError:
+        raise VinyError("--executor ray needs Ray: pip install 'ray>=2.9'") from None
+    started = not ray.is_initialized()
+    if started:
+        ray.init(include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)  # honours RAY_ADDRESS
+    try:
+        gpus = ray.cluster_resources().get("GPU", 0)
+        task = ray.remote(num_gpus=1 if gpus else 0, num_cpus=1, max_retries=1)(run_cell)
+        pending = [task.remote(c) for c in cells]
+        records = []
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            records.append(progress(ray.get(done[0])))
+        return records
+    finally:
+        if started and not os.environ.get("RAY_ADDRESS"):
+            ray.shutdown()
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        elif isinstance(v, (int, float, str, bool)) or v is None:
+            out[key] = v
+    return out
+
+
+def collect(grid: Grid) -> pd.DataFrame:
+    """One row per cell: study, cell, status, parameters, scalar metrics, papermill
+    metadata (duration, exception), and where its files are."""
+    rows = []
+    for study, cells in expand(grid).items():
+        for c in cells:
+            cdir = Path(c.dir)
+            row = {"study": study, "cell": c.id, "status": cell_status(c), "output_dir": c.dir, "notebook": c.notebook}
+            row.update({k: v for k, v in c.params.items() if k not in INJECTED and not isinstance(v, (list, dict))})
+            st = cdir / "status.json"
+            if st.is_file():
+                s = json.loads(st.read_text())
+                row.update(seconds=s.get("seconds"), error=s.get("error"), attempts=s.get("attempts"))
+            nb = cdir / "notebook.ipynb"
+            if nb.is_file():
+                try:
+                    meta = json.loads(nb.read_text())["metadata"].get("papermill", {})
+                    row.update(papermill_duration=meta.get("duration"), papermill_exception=bool(meta.get("exception")))
+                except (json.JSONDecodeError, KeyError):
+                    pass
+            m = cdir / "metrics.json"
+            if m.is_file() and row["status"] == "done":
+                row.update({f"{k}": v for k, v in _flatten(json.loads(m.read_text())).items() if k not in row})
+            rows.append(row)
+    df = pd.DataFrame(rows)
+    return df
+
+
+def write_table(grid: Grid) -> pd.DataFrame:
+    df = collect(grid)
+    # parquet needs one type per column
+    for col in df.columns:
+        if df[col].dtype == object and df[col].map(type).nunique() > 1:
+            df[col] = df[col].map(lambda v: None if v is None else str(v))
+    with atomic_path(grid.out / "results.parquet") as tmp:
+        df.to_parquet(tmp, index=False)
+    return df
+
+
+def run_grid(grid: Grid, executor: str = "local", jobs: int = 1, retry_failed: bool = False, quiet: bool = False) -> pd.DataFrame:
+    """Run every pending cell, study by study; returns the joined table."""
+    if executor not in ("local", "ray"):
+        raise VinyError(f"unknown executor {executor!r}: use local or ray")
+    if jobs < 1:
+        raise VinyError(f"--jobs must be >= 1, got {jobs}")
+    grid.out.mkdir(parents=True, exist_ok=True)
+    all_cells = expand(grid)
+    total = sum(len(v) for v in all_cells.values())
+    done_count = [0]
+
+    def progress(rec: dict) -> dict:
+        done_count[0] += 1
+        if not quiet:
+            msg = f"[{done_count[0]}/{total}] {rec['study']}/{rec['cell']}: {rec['status']} in {rec.get('seconds', 0):.0f} s"
+            print(msg + (f" ({rec['error']})" if rec.get("error") else ""), flush=True)
+        return rec
+
+    for study, cells in all_cells.items():
+        todo = [c for c in cells if cell_status(c) == "pending" or (retry_failed and cell_status(c) == "failed")]
+        done_count[0] += len(cells) - len(todo)
+        if todo:
+            (_run_ray if executor == "ray" else _run_local)(todo, jobs, progress)
+        write_table(grid)
+    return write_table(grid)
+
+
+def grid_status(grid: Grid) -> pd.DataFrame:
+    """Counts of done / failed / pending cells per study."""
+    rows = []
+    for study, cells in expand(grid).items():
+        st = [cell_status(c) for c in cells]
+        rows.append({"study": study, "cells": len(cells), "done": st.count("done"), "failed": st.count("failed"), "pending": st.count("pending")})
+    return pd.DataFrame(rows)

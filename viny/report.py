@@ -1,0 +1,199 @@
+"""``viny report``: one self-contained HTML file from a grid's results.
+
+Everything is inlined (the Vega/Vega-Lite/vega-embed bundle from vl-convert, the chart
+specs with their data, the images as data URIs, the styles), so the page renders from a
+file with the network off. Sections: what it was made from (data, scale, seeds, commit),
+the findings (computed by :mod:`viny.findings`), Figs. 3 and 4, our tables beside the
+paper's Tables 1/A2/A3 and 2, Fig. 5, the Fig. 6 explorer (click a patch, no kernel),
+SimMIM reconstructions (Fig. 2) and segmentation examples (Figs. A1/A2), and the list of
+executed notebooks.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import altair as alt
+import pandas as pd
+
+from viny.errors import VinyError
+from viny.files import atomic_write_text
+
+__all__ = ["build_report"]
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222;line-height:1.45}
+h1{margin-bottom:.2em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:2em}
+table{border-collapse:collapse;font-size:.85em;margin:.5em 0}td,th{border:1px solid #ddd;padding:3px 7px;text-align:right}
+th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}
+.banner{background:#fff4d6;border:1px solid #e0c060;padding:.6em 1em;border-radius:4px}
+.meta{color:#555;font-size:.9em}.supported{color:#11772d;font-weight:600}.contradicted{color:#b00020;font-weight:600}
+.inconclusive{color:#666;font-weight:600}.chart{margin:1em 0}img{max-width:100%;image-rendering:pixelated}
+.note{color:#555;font-size:.9em}table.text td{text-align:left}
+"""
+
+
+def _git_commit(path: Path) -> str:
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=path, capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=path, capture_output=True, text=True, timeout=10)
+        if rev.returncode:
+            return "unknown (not a git checkout)"
+        return rev.stdout.strip() + (" (with uncommitted changes)" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _img(path: Path, alt_text: str) -> str:
+    if not path.is_file():
+        return f'<p class="note">({html.escape(alt_text)}: not produced by this grid)</p>'
+    data = base64.b64encode(path.read_bytes()).decode()
+    return f'<img alt="{html.escape(alt_text)}" src="data:image/png;base64,{data}">'
+
+
+def _table(df: pd.DataFrame, floatfmt: str = "{:.2f}") -> str:
+    df = df.copy()
+    for c in df.columns:  # whole-number columns (sizes, seeds) print as integers
+        if pd.api.types.is_float_dtype(df[c]) and df[c].dropna().apply(float.is_integer).all() and c.endswith(("images", "size", "seeds")):
+            df[c] = df[c].astype("Int64")
+    return df.to_html(index=False, na_rep="", float_format=lambda v: floatfmt.format(v), border=0, escape=True)
+
+
+def _scale_description(ft: pd.DataFrame, table: pd.DataFrame) -> tuple[str, bool]:
+    """A sentence on data, scale and seeds, and whether it is below the paper's scale."""
+    def vals(col, df=ft):
+        out = sorted({v for v in df[col].dropna().unique()}) if col in df else []
+        return [int(v) if isinstance(v, float) and v.is_integer() else v for v in out]
+
+    data_roots = [v for v in vals("data_root", table) if v] if "data_root" in table else []
+    data = ", ".join(data_roots) if data_roots else "the data sample shipped in the repository (598 Pets, 360+120 Intel, 1,000 Imagenette images)"
+    parts = [f"data: {data}"]
+    if len(ft):
+        parts.append(f"model: {', '.join(map(str, vals('model'))) or 'viny'}")
+        parts.append(f"pre-training images: {', '.join(f'{int(v):,}' for v in vals('pretrain_images'))}")
+        parts.append(f"fine-tuning images: {', '.join(str(int(v)) for v in vals('train_size'))} (held-out test: {', '.join(str(int(v)) for v in vals('test_size'))})")
+        parts.append(f"epochs: pre-training {', '.join(map(str, vals('pretrain_epochs')))}, intermediate "
+                     f"{', '.join(map(str, vals('intermediate_epochs')))}, fine-tuning {', '.join(map(str, vals('epochs')))}")
+        parts.append(f"seeds: {len(vals('seed'))}")
+    small = (not data_roots) or (len(ft) and (max(vals("pretrain_images") or [0]) < 45000 or max(vals("epochs") or [0]) < 100))
+    return "; ".join(parts), bool(small)
+
+
+def build_report(grid: str | Path, out: str | Path | None = None) -> Path:
+    """Write the report of the grid whose output folder (or grid file) is ``grid``; returns its path."""
+    import vl_convert as vlc
+
+    from viny.figures import cosine_chart, heatmap_explorer, intermediate_delta, miou_vs_size
+    from viny.findings import findings
+    from viny.paper import comparison_table, diagnostics_table
+
+    grid = Path(grid)
+    if grid.is_file():
+        from viny.grid import load_grid
+
+        grid = load_grid(grid, check=False).out
+    results = grid / "results.parquet"
+    if not results.is_file():
+        raise VinyError(f"{grid} has no results.parquet; run `viny grid PARAMS.yaml` first")
+    table = pd.read_parquet(results)
+    out = Path(out) if out else grid / "report.html"
+    alt.data_transformers.disable_max_rows()
+    done = table[table["status"] == "done"]
+    ft = done[done["study"] == "finetune"] if "study" in done else done.iloc[0:0]
+    geo_rows = done[done["study"] == "geometry"]
+    charts: dict[str, dict] = {}
+    sections: list[str] = []
+
+    scale, small = _scale_description(ft, table)
+    failed = table[table["status"] != "done"]
+    head = [f"<h1>ViNy study report: {html.escape(grid.name)}</h1>",
+            f'<p class="meta">Made {time.strftime("%Y-%m-%d %H:%M")} from commit {html.escape(_git_commit(Path(__file__).parent))} '
+            f"by <code>viny report</code>. {html.escape(scale)}.</p>"]
+    if small:
+        head.append('<p class="banner"><b>Not the paper\'s scale.</b> This report comes from a reduced grid (fewer images, '
+                    "epochs or a smaller model than the paper's 45k-200k ImageNet images, 100 epochs and 3 seeds). "
+                    "Its numbers test the pipeline and the direction of effects, not the paper's effect sizes.</p>")
+    if len(failed):
+        head.append(f'<p class="banner">{len(failed)} of {len(table)} cells are not done: '
+                    + ", ".join(f"{html.escape(r.study)}/{html.escape(r.cell)} ({html.escape(str(r.status))})" for r in failed.itertuples()) + "</p>")
+    sections += head
+
+    verdicts = findings(table, grid)
+    rows = "".join(f"<tr><td>{html.escape(r.statement)}</td><td class='{r.verdict}'>{r.verdict}</td><td>{html.escape(r.evidence)}</td></tr>"
+                   for r in verdicts.itertuples())
+    sections.append("<h2>Findings</h2><p class='note'>Each verdict is computed from this grid's results: 95 % t intervals over seeds of "
+                    "paired differences; <i>supported</i> / <i>contradicted</i> when the interval excludes zero, "
+                    f"<i>inconclusive</i> otherwise.</p><table class='text'><tr><th>paper's claim</th><th>verdict</th><th>evidence (mIoU points)</th></tr>{rows}</table>")
+
+    if len(ft):
+        charts["fig3"] = miou_vs_size(ft).to_dict()
+        sections.append("<h2>Pre-training and fine-tuning data (Fig. 3)</h2><div id='fig3' class='chart'></div>"
+                        "<p class='note'>Dataset-level mIoU on the held-out images; band: ±1 std over seeds.</p>")
+        if set(ft["intermediate"]) >= {"none", "cls_intel"}:
+            charts["fig4"] = intermediate_delta(ft).to_dict()
+            sections.append("<h2>Intermediate CLS fine-tuning (Fig. 4)</h2><div id='fig4' class='chart'></div>"
+                            "<p class='note'>Change in mIoU, paired by seed; bars: 95 % t interval.</p>")
+        comp = comparison_table(ft)
+        sections.append("<h2>Our results beside the paper's Tables 1, A2, A3</h2><p class='note'>Per-image protocol as in the paper "
+                        "(<code>paper_miou</code>, %); the paper's cells match on pre-training images, intermediate stage and fine-tuning "
+                        "images (empty where the paper has no such cell).</p>" + _table(comp))
+        ex = ft.sort_values(["pretrain_images", "train_size"]).iloc[-1]
+        ex_cls = ft[(ft["intermediate"] == "cls_intel") & (ft["pretrain_images"] == ex["pretrain_images"]) & (ft["train_size"] == ex["train_size"])]
+        sections.append("<h2>Segmentation examples (Figs. A1, A2)</h2><p class='note'>image, ground truth, prediction; "
+                        f"{int(ex['pretrain_images']):,} pre-training images, {int(ex['train_size'])} fine-tuning images, "
+                        f"intermediate {html.escape(str(ex['intermediate']))}</p>" + _img(Path(ex["output_dir"]) / "segmentation.png", "segmentation examples"))
+        if len(ex_cls):
+            sections.append("<p class='note'>The same with the intermediate CLS stage (Fig. A2):</p>"
+                            + _img(Path(ex_cls.iloc[0]["output_dir"]) / "segmentation.png", "segmentation after CLS"))
+
+    if len(geo_rows):
+        gdir = Path(geo_rows.iloc[0]["output_dir"])
+        geo = pd.read_csv(gdir / "geometry.csv")
+        final = geo[geo["layer"] == geo["layer"].max()]
+        cols = ["encoder", "within_variance", "across_variance", "probe_accuracy", "probe_miou", "probe_train_accuracy_authors", "dse"]
+        ours = final[cols].copy()
+        for c in ("probe_accuracy", "probe_miou", "probe_train_accuracy_authors"):
+            ours[c] = 100 * ours[c]
+        sections.append("<h2>Patch geometry (Table 2)</h2><p class='note'>Ours: held-out probe accuracy / mIoU, and the authors' number "
+                        "(probe accuracy on its own training data) beside it; DSE with lambda = 1.</p>" + _table(ours, "{:.3f}")
+                        + "<p class='note'>The paper's Table 2:</p>" + _table(diagnostics_table()))
+        if geo["layer"].nunique() > 1:
+            charts["layers"] = alt.Chart(geo).mark_line(point=True).encode(
+                x="layer:O", y=alt.Y("probe_accuracy:Q", scale=alt.Scale(zero=False)), color="encoder:N").properties(
+                width=420, height=240, title="held-out patch-probe accuracy by block").to_dict()
+            sections.append("<div id='layers' class='chart'></div>")
+        cos = pd.read_csv(gdir / "cosine.csv")
+        charts["fig5"] = cosine_chart(cos[cos["layer"] == cos["layer"].max()]).to_dict()
+        sections.append("<h2>Similarity vs distance (Fig. 5)</h2><div id='fig5' class='chart'></div>")
+        hm = gdir / "heatmaps.parquet"
+        if hm.is_file():
+            meta = json.loads((gdir / "heatmap_images.json").read_text())
+            sims = pd.read_parquet(hm)
+            first = next(iter(meta["references"].values()))
+            grid_side = int(round(sims["target"].max() + 1) ** 0.5)
+            charts["fig6"] = heatmap_explorer(sims, meta["images"], (grid_side, grid_side), default_patch=int(first["foreground"])).to_dict()
+            sections.append("<h2>Similarity heatmaps (Fig. 6)</h2><p class='note'>Click a patch of the image: each encoder's cosine "
+                            "similarity to it is drawn on the right (scale fixed to [-0.5, 1]). Works without a kernel.</p>"
+                            "<div id='fig6' class='chart'></div>")
+
+    sim_rows = done[done["study"] == "simmim"]
+    if len(sim_rows):
+        sections.append("<h2>SimMIM reconstructions (Fig. 2)</h2>" + _img(Path(sim_rows.iloc[0]["output_dir"]) / "reconstructions.png", "reconstructions"))
+    nbs = "".join(f"<li>{html.escape(r.study)}/{html.escape(r.cell)}: <code>{html.escape(str(Path(r.output_dir) / 'notebook.ipynb'))}</code> "
+                  f"({html.escape(str(r.status))})</li>" for r in table.itertuples())
+    sections.append(f"<h2>Executed notebooks</h2><ul class='note'>{nbs}</ul>")
+
+    bundle = vlc.javascript_bundle()
+    script = ("window.vinyViews={};window.vinyErrors=[];const specs=" + json.dumps(charts).replace("</", "<\\/") + ";"
+              "for(const [id,spec] of Object.entries(specs)){vegaEmbed('#'+id,spec,{renderer:'svg',actions:false})"
+              ".then(r=>{window.vinyViews[id]=r.view;}).catch(e=>{window.vinyErrors.push(String(e));console.error(e);});}")
+    page = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>ViNy report: {html.escape(grid.name)}</title>"
+            f"<style>{_CSS}</style><script>{bundle}</script></head><body>{''.join(sections)}"
+            f"<script>{script}</script></body></html>")
+    atomic_write_text(out, page)
+    return out
