@@ -22,8 +22,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/viny grid params/demo.yaml
-	$(BIN)/viny report runs/demo
+	$(BIN)/viny demo
 
 # The report's browser test needs Debian's chromium; install it when we can (root + apt).
 browser:

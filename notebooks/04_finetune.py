@@ -30,6 +30,7 @@ test_size: int = 200
 split: str = "nested"  # nested (fixed test set) or paper (authors random_split, seed 42)
 epochs: int = 10  # paper: 100
 seed: int = 0
+upstream_seed: int = -1  # seed of the pre-training and intermediate runs (-1: the same as seed)
 precision: str = "auto"
 data_root: str = ""
 store_dir: str = ""
@@ -47,7 +48,8 @@ from viny.views import load_json, read_metrics_csv, repo_runs, segmentation_exam
 
 out = Path(output_dir) if output_dir else repo_runs("notebooks", "finetune")
 store = Path(store_dir) if store_dir else repo_runs("notebooks", "store")
-encoder = upstream_encoder(store, pretrain_images, intermediate, model=model, seed=seed, pretrain={"epochs": pretrain_epochs},
+encoder = upstream_encoder(store, pretrain_images, intermediate, model=model, seed=seed if upstream_seed < 0 else upstream_seed,
+                           pretrain={"epochs": pretrain_epochs},
                            intermediate_options={"epochs": intermediate_epochs, "num_images": intermediate_images or None,
                                                  "test_size": test_size},
                            data_root=data_root or None)

@@ -14,10 +14,11 @@
 
 # %% [markdown]
 # # 5. Geometry of patch representations (paper Sec. 4.2, Table 2, Figs. 5-6)
-# The same held-out Pets images through five encoders: random, SimMIM pre-trained, and the
-# pre-trained encoder after CLS supervision on Intel, CLS on Pets breeds, or spatial
-# (per-patch) supervision. Variances, a held-out linear patch probe, DSE, similarity vs
-# distance, and similarity heatmaps.
+# The same held-out Pets images through several encoders: random, SimMIM pre-trained, and the
+# pre-trained encoder after CLS supervision on Intel, CLS on Pets breeds, spatial (per-patch
+# trimap) supervision on Pets, or label-free spatial supervision on the Intel images
+# themselves (per-patch cluster targets: same data as CLS-Intel, different supervision
+# geometry). Variances, a held-out linear patch probe, DSE, similarity vs distance, heatmaps.
 
 # %% tags=["parameters"]
 model: str = "viny"
@@ -28,6 +29,7 @@ intermediate_images: int = 0
 num_images: int = 2000  # Pets images for the diagnostics (the shipped sample has 598)
 dse_images: int = 512
 layers: str = "final"  # final or all
+intermediates: list = ["cls_intel", "cls_pets", "spatial", "spatial_intel"]
 heatmap_images: int = 3
 test_size: int = 200  # Pets images held out from the Pets-based intermediate tasks
 seed: int = 0
@@ -54,11 +56,11 @@ out.mkdir(parents=True, exist_ok=True)
 store = Path(store_dir) if store_dir else repo_runs("notebooks", "store")
 common = dict(model=model, seed=seed, pretrain={"epochs": pretrain_epochs}, data_root=data_root or None,
               intermediate_options={"epochs": intermediate_epochs, "num_images": intermediate_images or None, "test_size": test_size})
-names = {"pretrained (SimMIM)": "none", "CLS-intermediate (Intel)": "cls_intel", "CLS-intermediate (Pets)": "cls_pets",
-         "spatial intermediate": "spatial"}
+names = {"none": "pretrained (SimMIM)", "cls_intel": "CLS-intermediate (Intel)", "cls_pets": "CLS-intermediate (Pets)",
+         "spatial": "spatial intermediate", "spatial_intel": "spatial intermediate (Intel, label-free)"}
 encoders = {"random init": create_encoder(model)}
-for name, task in names.items():
-    encoders[name] = load_encoder(upstream_encoder(store, pretrain_images, task, **common))
+for task in ["none", *intermediates]:
+    encoders[names[task]] = load_encoder(upstream_encoder(store, pretrain_images, task, **common))
 size = encoders["random init"].patch_embed.img_size[0]
 data = diagnostic_images(data_root or None, num_images, size=size, seed=seed)
 

@@ -67,16 +67,16 @@ def test_unknown_option_is_rejected_by_argparse(capsys):
     assert e.value.code == 2 and "unrecognized arguments: --colour" in capsys.readouterr().err
 
 
-def test_demo_smoke_runs_and_reuses_finished_cells(capsys, tmp_path):
-    rc, out, _ = run(capsys, "demo", "--scale", "smoke", "--out", str(tmp_path / "d"), "--quiet")
-    assert rc == 0 and "mIoU" in out
+def test_geometry_command_writes_tables(capsys, tmp_path):
+    rc, out, err = run(capsys, "geometry", "a=random:viny_test", "b=random:viny_test", "--images", "40", "--dse-images", "16",
+                       "--layers", "all", "--cka", "a", "b", "--out", str(tmp_path / "g"), "--quiet")
+    assert rc == 0, err
     import pandas as pd
 
-    results = pd.read_csv(tmp_path / "d" / "results.csv")
-    assert len(results) == 2 * 2 * 2 * 2  # pretrain x intermediate x sizes x seeds
-    assert set(results["pretrain"]) == {"none", "simmim"} and set(results["intermediate"]) == {"none", "cls_intel"}
-    summary = pd.read_csv(tmp_path / "d" / "summary.csv")
-    assert len(summary) == 8 and (summary["seeds"] == 2).all()
-    before = (tmp_path / "d" / "finetune" / "none-none-n16-s0" / "results.json").stat().st_mtime_ns
-    run(capsys, "demo", "--scale", "smoke", "--out", str(tmp_path / "d"), "--quiet")
-    assert (tmp_path / "d" / "finetune" / "none-none-n16-s0" / "results.json").stat().st_mtime_ns == before
+    geo = pd.read_csv(tmp_path / "g" / "geometry.csv")
+    assert len(geo) == 4 and set(geo["layer"]) == {1, 2}
+    assert pd.read_csv(tmp_path / "g" / "cka.csv")["cka"].round(6).eq(1.0).all()
+    rc, _, err = run(capsys, "geometry", "a=random:viny_test", "--cka", "a", "zz", "--images", "40", "--out", str(tmp_path / "g2"))
+    one_line_error(err, "--cka names unknown encoder(s) ['zz']")
+    rc, _, err = run(capsys, "geometry", "oops")
+    one_line_error(err, "expected NAME=PATH")

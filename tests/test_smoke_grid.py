@@ -8,7 +8,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from viny.grid import load_grid, run_grid
 from viny.report import build_report
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -17,19 +16,22 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
+    """``viny demo --scale smoke --executor ray``: the smoke grid, then the report."""
     import ray
+
+    from viny.demo import run_demo
 
     out = tmp_path_factory.mktemp("smoke")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        table = run_grid(load_grid(ROOT / "params" / "smoke.yaml", out), executor="ray", quiet=True)
+        report = run_demo(out, scale="smoke", executor="ray", progress=False)
     finally:
         ray.shutdown()
-    return out, table
+    return out, pd.read_parquet(out / "results.parquet"), report
 
 
 def test_every_notebook_runs_under_papermill_via_ray(smoke):
-    out, table = smoke
+    out, table, _ = smoke
     bad = table[table["status"] != "done"]
     assert bad.empty, bad[["study", "cell", "error"]].to_string()
     assert set(table["study"]) == {"model", "simmim", "intermediate", "finetune", "geometry", "results"}
@@ -38,13 +40,20 @@ def test_every_notebook_runs_under_papermill_via_ray(smoke):
     # upstream work is shared: one pre-training per (size, seed), one intermediate per upstream
     store = out / "store"
     assert len(list(store.glob("pretrain-*"))) == 2  # 32 images x seeds 0, 1
-    assert len(list(store.glob("intermediate-*"))) == 2 * 2 + 2  # cls_intel on {none, pre} x seeds + spatial/cls_pets for geometry
+    # cls_intel on {random, pre-trained} x seeds, plus cls_pets, spatial and spatial_intel for the geometry study
+    assert len(list(store.glob("intermediate-*"))) == 2 * 2 + 3
+    geo = pd.read_csv(table[table["study"] == "geometry"].iloc[0]["output_dir"] + "/geometry.csv")
+    assert "spatial intermediate (Intel, label-free)" in set(geo["encoder"])
     assert (out / "results.parquet").is_file()
 
 
 @pytest.fixture(scope="module")
 def report(smoke):
-    out, _ = smoke
+    out, table, report = smoke
+    assert report == out / "report.html"
+    summary = pd.read_csv(out / "summary.csv")
+    assert len(summary) == 4 and (summary["seeds"] == 2).all()  # pretrain x intermediate, 2 seeds each
+    # rebuilding the report from the finished grid gives the same page (timestamp aside)
     return build_report(out)
 
 

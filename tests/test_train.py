@@ -25,7 +25,7 @@ def test_pretrain_intermediate_finetune_flow(tmp_path):
     assert pre["phase"] == "pretrain" and np.isfinite(pre["eval_l1"])
     enc = tmp_path / "pre" / "encoder.safetensors"
     assert read_metadata(enc)["phase"] == "pretrain" and read_metadata(enc)["epoch"] == 2
-    for task in ("cls_intel", "cls_pets", "spatial"):
+    for task in ("cls_intel", "cls_pets", "spatial", "spatial_intel"):
         r = T.train(make_config("intermediate", task=task, epochs=1, num_images=32, test_size=100, init_from=str(enc), **TINY),
                     tmp_path / task, progress=False)
         assert 0 <= r.get("accuracy", r.get("patch_accuracy")) <= 1
@@ -117,6 +117,19 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monk
 def test_encoder_snapshots(tmp_path):
     T.train(make_config("pretrain", epochs=2, num_images=16, save_encoder_every=1, **TINY), tmp_path / "p", progress=False)
     assert sorted(p.name for p in (tmp_path / "p" / "checkpoints").glob("*.safetensors")) == ["encoder_epoch1.safetensors", "encoder_epoch2.safetensors"]
+
+
+def test_cluster_pseudo_labels_are_deterministic_and_cluster_the_tokens():
+    import timm
+
+    from viny.tasks import cluster_pseudo_labels
+
+    enc = timm.create_model("viny_test")
+    imgs = np.random.default_rng(0).integers(0, 255, (12, 64, 64, 3), dtype=np.uint8)
+    a_tr, a_te = cluster_pseudo_labels(enc, imgs, imgs[:4], np.arange(12), k=3, seed=1)
+    b_tr, _ = cluster_pseudo_labels(enc, imgs, imgs[:4], np.arange(12), k=3, seed=1)
+    assert a_tr.shape == (12, 16) and np.array_equal(a_tr, b_tr) and set(np.unique(a_tr)) <= {0, 1, 2}
+    assert np.array_equal(a_te, a_tr[:4])  # the same images get the same labels
 
 
 def test_patch_majority_labels_by_hand():

@@ -105,9 +105,13 @@ def build_parser() -> argparse.ArgumentParser:
                          description="Build <grid out>/report.html: figures, tables beside the paper's, findings.")
     rep.add_argument("grid", type=Path, help="the grid's output folder, or its grid file")
     rep.add_argument("--out", type=Path, default=None, help="HTML file (default: <grid out>/report.html)")
-    demo = sub.add_parser("demo", help="the study at demo scale on the shipped sample; prints and writes a results table")
-    demo.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder (default: runs/demo); finished cells are reused")
-    demo.add_argument("--scale", choices=("demo", "smoke"), default="demo", help="demo (about 10 minutes on 2 cores) or smoke (seconds, tiny model)")
+    demo = sub.add_parser("demo", help="the study at demo scale on the shipped sample, ending in the HTML report",
+                          description="Run params/demo.yaml (or params/smoke.yaml) with `viny grid`, then `viny report`; "
+                                      "prints the fine-tuning table and the report's path.")
+    demo.add_argument("--out", type=Path, default=None, help="output folder (default: runs/demo or runs/smoke); finished cells are reused")
+    demo.add_argument("--scale", choices=("demo", "smoke"), default="demo", help="demo (about 15 minutes on 2 cores) or smoke (tiny model, a few minutes)")
+    demo.add_argument("--executor", choices=("local", "ray"), default="local")
+    demo.add_argument("--jobs", type=int, default=1)
     demo.add_argument("--quiet", action="store_true")
     return p
 
@@ -212,7 +216,7 @@ def _run_report(args) -> int:
 def _run_demo(args) -> int:
     from viny.demo import run_demo
 
-    run_demo(args.out, scale=args.scale, progress=not args.quiet)
+    run_demo(args.out, scale=args.scale, executor=args.executor, jobs=args.jobs, progress=not args.quiet)
     return 0
 
 

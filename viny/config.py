@@ -103,8 +103,11 @@ class IntermediateConfig(TrainConfig):
     """Intermediate fine-tuning (paper Sec. 2.3, Table A1); the head is dropped afterwards.
 
     ``task``: ``cls_intel`` (CLS classification of Intel scenes, the paper's), ``cls_pets``
-    (CLS classification of Pets breeds) or ``spatial`` (per-patch majority-trimap labels
-    on Pets). Pets-based tasks train on the images outside the nested test set
+    (CLS classification of Pets breeds), ``spatial`` (per-patch majority-trimap labels
+    on Pets) or ``spatial_intel`` (label-free and patch-aligned on the Intel images: each
+    patch's k-means cluster of the initial encoder's tokens, ``num_clusters``), so that
+    "same data, different supervision geometry" is tested as the paper's text intends.
+    Pets-based tasks train on the images outside the nested test set
     (``test_size``, ``split_seed``), so that a fine-tune with ``--split nested`` and the
     same test set never sees its test images twice.
     """
@@ -114,19 +117,22 @@ class IntermediateConfig(TrainConfig):
     weight_decay: float = 0.0
     milestones: tuple[int, ...] = (180, 190)
     gamma: float = 0.1
-    task: Literal["cls_intel", "cls_pets", "spatial"] = "cls_intel"
+    task: Literal["cls_intel", "cls_pets", "spatial", "spatial_intel"] = "cls_intel"
     num_images: int | None = None  # use only the first N training images (seeded); None = all
     contrast: float = 0.3
     mixup_alpha: float = 0.0  # authors: 0.1 (torchvision MixUp)
     test_size: int = 1000
     split_seed: int = 42
+    num_clusters: int = 8  # spatial_intel: k-means clusters of patch tokens
 
     phase = "intermediate"
 
     def validate(self):
         super().validate()
-        if self.task not in ("cls_intel", "cls_pets", "spatial"):
-            raise VinyError(f"invalid intermediate option --task: {self.task!r} is not one of cls_intel, cls_pets, spatial")
+        if self.task not in ("cls_intel", "cls_pets", "spatial", "spatial_intel"):
+            raise VinyError(f"invalid intermediate option --task: {self.task!r} is not one of cls_intel, cls_pets, spatial, spatial_intel")
+        if self.num_clusters < 2:
+            raise VinyError(f"invalid intermediate option --num-clusters: must be >= 2, got {self.num_clusters}")
         return self
 
 

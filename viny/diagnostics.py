@@ -83,7 +83,7 @@ def layer_tokens(encoder: ViNy, images_u8: np.ndarray, layers: Sequence[int] | N
     encoder = encoder.to(dev).eval()
     out: dict[int, list[torch.Tensor]] = {x: [] for x in layers}
     for start in range(0, len(images_u8), batch_size):
-        x = A.to_float(torch.from_numpy(np.ascontiguousarray(images_u8[start : start + batch_size])).to(dev))
+        x = A.to_float(torch.from_numpy(np.array(images_u8[start : start + batch_size])).to(dev))  # a copy: memmaps are read-only
         if normalize:
             x = A.normalize(x)
         with amp:

@@ -145,7 +145,7 @@ def cosine_chart(cosine: pd.DataFrame) -> alt.LayerChart:
 
 
 def heatmap_explorer(sims: pd.DataFrame, images: dict[str, str], grid: tuple[int, int] = (8, 8), default_patch: int = 0,
-                     cell: int = 22) -> alt.VConcatChart:
+                     cell: int = 16) -> alt.VConcatChart:
     """Paper Fig. 6 as a kernel-free explorer: click a patch of the image (left), and every
     encoder's cosine-similarity map to that patch updates (right); a menu picks the image.
 

@@ -83,12 +83,12 @@ def upstream_encoder(
         encoder = str(run_in_store(cfg, store, progress) / "encoder.safetensors")
     if intermediate and intermediate != "none":
         options = dict(intermediate_options or {})
-        if intermediate == "cls_intel":  # the Pets hold-out does not concern Intel: one run for every test size
+        if intermediate in ("cls_intel", "spatial_intel"):  # the Pets hold-out does not concern Intel: one run for every test size
             options.pop("test_size", None)
             options.pop("split_seed", None)
         data = None
         if root:
-            data = str(root / "intel-image-classification") if intermediate == "cls_intel" else str(root)
+            data = str(root / "intel-image-classification") if intermediate in ("cls_intel", "spatial_intel") else str(root)
         cfg = make_config("intermediate", task=intermediate, model=model, seed=seed, init_from=encoder, data=data, **options)
         encoder = str(run_in_store(cfg, store, progress) / "encoder.safetensors")
     return encoder

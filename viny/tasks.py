@@ -160,14 +160,14 @@ class IntermediateTask(Task):
         self.config = config
         size = _image_size(config)
         c = config
-        if c.task == "cls_intel":
+        if c.task in ("cls_intel", "spatial_intel"):
             train = load_intel(c.data, "train", size, c.resize, c.cache_dir, c.skip_bad_images, progress)
             test = load_intel(c.data, "test", size, c.resize, c.cache_dir, c.skip_bad_images, progress)
             self.images, self.labels = train.arrays.images, train.arrays.targets
             self.test_images, self.test_labels = test.arrays.images, test.arrays.targets
             self.train_index = np.flatnonzero(train.arrays.valid)
             self.test_index = np.flatnonzero(test.arrays.valid)
-            self.num_classes = len(train.classes)
+            self.num_classes = len(train.classes) if c.task == "cls_intel" else c.num_clusters
         else:
             pets = load_pets(c.data, size, c.resize, cache_dir=c.cache_dir, skip_bad=c.skip_bad_images, progress=progress)
             n = len(pets.arrays)
@@ -194,7 +194,11 @@ class IntermediateTask(Task):
         return {"train_images": int(len(self.train_index)), "test_images": int(len(self.test_index)), "num_classes": self.num_classes}
 
     def build(self, encoder):
-        if self.config.task == "spatial":
+        if self.config.task == "spatial_intel":
+            # pseudo-labels from the initial encoder (built before any resume state is loaded)
+            self.labels, self.test_labels = cluster_pseudo_labels(
+                encoder, self.images, self.test_images, self.train_index, self.config.num_clusters, self.config.split_seed, self.config.normalize)
+        if self.config.task in ("spatial", "spatial_intel"):
             return PatchSupervised(encoder, self.num_classes)
         return CLSClassifier(encoder, self.num_classes)
 
@@ -206,6 +210,11 @@ class IntermediateTask(Task):
             x, y = A.random_hflip(x, gen, y)
             x = self._norm(A.random_contrast(x, c.contrast, gen))
             y = patch_majority_labels(y, model.encoder.patch_size, self.num_classes)
+            return F.cross_entropy(model(x).flatten(0, 1).float(), y.flatten())
+        if c.task == "spatial_intel":  # labels [B, L] on the patch grid flip with the image
+            gh, gw = model.encoder.grid_size
+            x, y = A.random_hflip(x, gen, y.reshape(-1, gh, gw))
+            x = self._norm(A.random_contrast(x, c.contrast, gen))
             return F.cross_entropy(model(x).flatten(0, 1).float(), y.flatten())
         x = self._norm(A.random_contrast(A.random_hflip(x, gen), c.contrast, gen))
         x, soft = A.mixup(x, y, self.num_classes, c.mixup_alpha, gen)
@@ -226,7 +235,7 @@ class IntermediateTask(Task):
                 y = patch_majority_labels(y, model.encoder.patch_size, self.num_classes)
             correct += int((out.argmax(-1) == y).sum())
             n += y.numel()
-        key = "patch_accuracy" if self.config.task == "spatial" else "accuracy"
+        key = "patch_accuracy" if self.config.task in ("spatial", "spatial_intel") else "accuracy"
         return {key: correct / n, "test_images": int(len(self.test_index))}
 
 
@@ -271,6 +280,23 @@ class FinetuneTask(Task):
             chunk = self.test_index[start : start + bs]
             meter.update(self.predict(model, chunk, device, autocast), _gather(self.pets.arrays.targets, chunk))
         return {**meter.scores(), "test_images": meter.num_images}
+
+
+@torch.no_grad()
+def cluster_pseudo_labels(encoder: ViNy, train_images: np.ndarray, test_images: np.ndarray, train_index: np.ndarray,
+                          k: int, seed: int, normalize: bool = True, max_fit_tokens: int = 50_000) -> tuple[np.ndarray, np.ndarray]:
+    """Label-free patch targets: k-means (fitted on up to ``max_fit_tokens`` training tokens
+    of ``encoder``) over its patch tokens; returns ``[N, L]`` labels for train and test images."""
+    from viny.diagnostics import layer_tokens
+    from viny.geometry import kmeans
+
+    tr = layer_tokens(encoder, train_images, normalize=normalize, precision="fp32")[len(encoder.blocks)]
+    te = layer_tokens(encoder, test_images, normalize=normalize, precision="fp32")[len(encoder.blocks)]
+    fit = tr[torch.from_numpy(train_index)].reshape(-1, tr.shape[-1])
+    pick = torch.randperm(len(fit), generator=torch.Generator().manual_seed(seed))[:max_fit_tokens]
+    centroids, _ = kmeans(fit[pick], k, seed=seed)
+    label = lambda t: torch.cdist(t.reshape(-1, t.shape[-1]).double(), centroids.double()).argmin(-1).reshape(t.shape[:2]).numpy()  # noqa: E731
+    return label(tr), label(te)
 
 
 def _image_size(config: TrainConfig) -> int:
