@@ -6,6 +6,12 @@ Prints images/s of
 * each phase's full training step (data gather + augmentation + forward + backward +
   AdamW step) on the shipped sample, for each precision asked for;
 * evaluation (no-grad forward of the segmenter);
+* the plain path of the authors' code for the fine-tuning step (eager fp32, manual
+  attention, every image and trimap decoded from its file with PIL in the training
+  process) and viny's default path, with the ratio;
+* the model FLOPs utilisation of the default fine-tuning step: FLOPs counted from the
+  model (torch's FlopCounterMode, attention included) x images/s, over the device's
+  peak (CPU: a measured large bf16 matmul; CUDA: --peak-tflops);
 * the data pipeline: decoding the JPEGs again (what a PIL loader pays every epoch) vs
   serving augmented batches from the uint8 cache.
 """
@@ -63,6 +69,66 @@ def time_eval(precision: str, steps: int, batch: int, device) -> float:
     return steps * len(task.test_index) / (time.perf_counter() - t)
 
 
+def time_plain_finetune(steps: int, batch: int, device) -> float:
+    """The authors' path: per-sample PIL decode + NEAREST resize, fp32, manual attention, no cache."""
+    from PIL import Image
+
+    from viny.data.datasets import load_trimap
+    from viny.heads import segmentation_loss
+    from viny.tasks import Segmenter
+
+    root = sample_root() / "oxford-iiit-pet"
+    names = sorted(p.stem for p in (root / "images").glob("*.jpg"))
+    torch.manual_seed(0)
+    model = Segmenter(init_encoder(make_config("finetune")).set_attn_impl("manual")).to(device).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    gen = torch.Generator().manual_seed(0)
+
+    def step():
+        xs, ys = [], []
+        for i in torch.randint(len(names), (batch,), generator=gen).tolist():
+            im = load_rgb(root / "images" / f"{names[i]}.jpg")
+            tri = load_trimap(root / "annotations" / "trimaps" / f"{names[i]}.png", im.size)
+            xs.append(torch.from_numpy(np.asarray(im.resize((128, 128), Image.Resampling.NEAREST))))
+            ys.append(torch.from_numpy(np.asarray(tri.resize((128, 128), Image.Resampling.NEAREST)).astype(np.int64) - 1))
+        x = A.to_float(torch.stack(xs)).to(device)
+        loss = segmentation_loss(model(x), torch.stack(ys).to(device))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    step()
+    t = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return steps * batch / (time.perf_counter() - t)
+
+
+def flops_per_image(device) -> float:
+    """Training FLOPs (forward + backward) per image of the fine-tuning model, counted by torch."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from viny.heads import segmentation_loss
+    from viny.tasks import Segmenter
+
+    model = Segmenter(init_encoder(make_config("finetune")).set_attn_impl("manual")).to(device)
+    x = torch.randn(8, 3, 128, 128, device=device)
+    y = torch.randint(0, 3, (8, 128, 128), device=device)
+    with FlopCounterMode(display=False) as counter:
+        segmentation_loss(model(x), y).backward()
+    return counter.get_total_flops() / 8
+
+
+def cpu_peak_flops(dtype=torch.bfloat16) -> float:
+    a = torch.randn(2048, 2048, dtype=dtype)
+    for _ in range(3):
+        a @ a
+    t = time.perf_counter()
+    for _ in range(10):
+        a @ a
+    return 10 * 2 * 2048**3 / (time.perf_counter() - t)
+
+
 def time_data(n: int, batch: int) -> tuple[float, float]:
     pets = load_pets(progress=False)
     root = sample_root() / "oxford-iiit-pet" / "images"
@@ -90,6 +156,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--precision", nargs="+", default=["fp32", "bf16"])
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--peak-tflops", type=float, default=989.0, help="CUDA peak (default: H100 bf16 dense)")
     args = ap.parse_args()
     device = resolve_device(args.device)
     print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch_size}")
@@ -103,6 +170,17 @@ def main() -> None:
             rate = time_train_steps(phase, prec, args.steps, args.batch_size, extra, device)
             print(f"{prec:5s} train step  {name:28s} {rate:8.1f} images/s")
         print(f"{prec:5s} evaluation  {'finetune (segmentation)':28s} {time_eval(prec, args.steps, args.batch_size * 4, device):8.1f} images/s")
+    from viny.device import resolve_precision
+
+    plain = time_plain_finetune(args.steps, args.batch_size, device)
+    default_prec = resolve_precision("auto", device)
+    fast = time_train_steps("finetune", default_prec, args.steps, args.batch_size, phases["finetune (segmentation)"][1], device)
+    print(f"plain (authors' path: fp32, PIL decode per step) finetune step {plain:8.1f} images/s")
+    print(f"viny default ({default_prec}, cached data)           finetune step {fast:8.1f} images/s  ({fast / plain:.2f}x)")
+    fpi = flops_per_image(device)
+    peak = args.peak_tflops * 1e12 if device.type == "cuda" else cpu_peak_flops()
+    print(f"model FLOPs per training image {fpi / 1e9:.2f} GFLOP; achieved {fpi * fast / 1e9:.0f} GFLOP/s; "
+          f"peak {peak / 1e9:.0f} GFLOP/s ({'given' if device.type == 'cuda' else 'measured bf16 matmul'}); MFU {100 * fpi * fast / peak:.0f}%")
     cold, cached = time_data(200, args.batch_size)
     print(f"data  decode JPEG + resize (1 thread)      {cold:8.1f} images/s")
     print(f"data  cached uint8 + augmentation           {cached:8.1f} images/s  ({cached / cold:.0f}x)")

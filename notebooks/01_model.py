@@ -30,10 +30,11 @@ from IPython.display import display
 
 import viny
 from viny.data import load_pets
-from viny.figures import panel
+from viny.figures import panel, setup_charts
 from viny.views import attention_maps, parameter_table, patch_grid_image, repo_runs, write_json
 
 out = __import__("pathlib").Path(output_dir) if output_dir else repo_runs("notebooks", "model")
+setup_charts()
 encoder = viny.create_encoder(model).eval()
 pets = load_pets(size=encoder.patch_embed.img_size[0], progress=False)
 image = pets.arrays.images[image_index]

@@ -33,11 +33,12 @@ from pathlib import Path
 from IPython.display import display
 
 from viny.data import load_image_folder
-from viny.figures import loss_curve
+from viny.figures import loss_curve, setup_charts
 from viny.pipeline import upstream_encoder
 from viny.views import load_json, read_metrics_csv, reconstruction_figure, repo_runs, write_json
 from viny.weights import load_simmim
 
+setup_charts()
 out = Path(output_dir) if output_dir else repo_runs("notebooks", "simmim")
 store = Path(store_dir) if store_dir else repo_runs("notebooks", "store")
 encoder_path = upstream_encoder(store, pretrain_images, "none", model=model, seed=seed, pretrain={"epochs": epochs},

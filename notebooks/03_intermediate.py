@@ -38,12 +38,13 @@ import pandas as pd
 from IPython.display import display
 
 from viny.data import load_pets
-from viny.figures import colorize_trimap, loss_curve, panel
+from viny.figures import colorize_trimap, loss_curve, panel, setup_charts
 from viny.geometry import reference_patches
 from viny.pipeline import upstream_encoder
 from viny.views import load_json, read_metrics_csv, repo_runs, similarity_maps, write_json
 from viny.weights import load_encoder
 
+setup_charts()
 out = Path(output_dir) if output_dir else repo_runs("notebooks", "intermediate")
 store = Path(store_dir) if store_dir else repo_runs("notebooks", "store")
 options = {"epochs": epochs, "num_images": intermediate_images or None, "test_size": test_size}

@@ -42,10 +42,11 @@ from pathlib import Path
 from IPython.display import display
 
 from viny.config import make_config
-from viny.figures import loss_curve
+from viny.figures import loss_curve, setup_charts
 from viny.pipeline import run_in_store, upstream_encoder
 from viny.views import load_json, read_metrics_csv, repo_runs, segmentation_examples, write_json
 
+setup_charts()
 out = Path(output_dir) if output_dir else repo_runs("notebooks", "finetune")
 store = Path(store_dir) if store_dir else repo_runs("notebooks", "store")
 encoder = upstream_encoder(store, pretrain_images, intermediate, model=model, seed=seed if upstream_seed < 0 else upstream_seed,

@@ -30,6 +30,7 @@ num_images: int = 2000  # Pets images for the diagnostics (the shipped sample ha
 dse_images: int = 512
 layers: str = "final"  # final or all
 intermediates: list = ["cls_intel", "cls_pets", "spatial", "spatial_intel"]
+live_explorer: bool = True  # the ipywidgets explorer (grids turn it off: it needs a person)
 heatmap_images: int = 3
 test_size: int = 200  # Pets images held out from the Pets-based intermediate tasks
 seed: int = 0
@@ -44,13 +45,13 @@ import altair as alt
 from IPython.display import display
 
 from viny.diagnostics import compare_encoders, diagnostic_images
-from viny.figures import cosine_chart, heatmap_explorer
+from viny.figures import cosine_chart, heatmap_explorer, setup_charts
 from viny.model import create_encoder
 from viny.pipeline import upstream_encoder
 from viny.views import heatmap_data, repo_runs, write_json
 from viny.weights import load_encoder
 
-alt.data_transformers.disable_max_rows()
+setup_charts()
 out = Path(output_dir) if output_dir else repo_runs("notebooks", "geometry")
 out.mkdir(parents=True, exist_ok=True)
 store = Path(store_dir) if store_dir else repo_runs("notebooks", "store")
@@ -109,4 +110,5 @@ def show(image=0, encoder=list(encoders)[1], patch=int(refs["image 1"]["foregrou
                   ["image", "trimap", f"similarity to patch {patch}"], scale=2))
 
 
-W.interact(show, image=W.IntSlider(0, 0, len(held_out) - 1), encoder=list(encoders), patch=W.IntSlider(0, 0, 63));
+if live_explorer:
+    W.interact(show, image=W.IntSlider(0, 0, len(held_out) - 1), encoder=list(encoders), patch=W.IntSlider(0, 0, 63))

@@ -80,3 +80,22 @@ def test_local_grid_with_two_workers(tmp_path):
     grid = load_grid(make_grid(tmp_path, axes="x: [1, 3, 4]"))
     table = run_grid(grid, jobs=2, quiet=True)
     assert (table["status"] == "done").all() and sorted(table["y"]) == [1, 9, 16]
+
+
+def test_grid_work_counts_shared_upstream_runs_once():
+    from pathlib import Path
+
+    from viny.speed import estimate, grid_work
+
+    grid = load_grid(Path(__file__).resolve().parents[1] / "params" / "demo.yaml")
+    work = grid_work(grid)
+    by = work.groupby("phase")["image_steps"].sum()
+    # one pre-training (1000 images x 8 epochs), shared by every cell (upstream_seed 0)
+    assert by["pretrain"] == 1000 * 8
+    # fine-tuning: 2 pretrain x 2 intermediate x 2 seeds x (100 + 250) images x 6 epochs
+    assert by["finetune"] == 8 * 350 * 6
+    # intermediate cls_intel on the 360 shipped Intel images, for {random, pre-trained}, plus spatial
+    # (398 Pets images outside the 200 held out) in the intermediate study, and spatial_intel in geometry
+    assert by["intermediate"] == 2 * 360 * 8 + 398 * 8 + 360 * 8
+    est = estimate(work, {"pretrain": 100.0, "intermediate": 100.0, "finetune": 100.0, "evaluate": 1000.0}, kernel_seconds=5)
+    assert est["seconds"].sum() == pytest.approx((by["pretrain"] + by["intermediate"] + by["finetune"]) / 100 + by["evaluate"] / 1000 + 5 * 21)

@@ -94,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
                                     "skipped), and join every cell's metrics into <out>/results.parquet.")
     gr.add_argument("params", type=Path, help="grid file, e.g. params/demo.yaml")
     gr.add_argument("--status", action="store_true", help="only show done / failed / pending cells")
+    gr.add_argument("--estimate", action="store_true", help="only print the predicted wall time, from rates measured here first")
     gr.add_argument("--executor", choices=("local", "ray"), default="local")
     gr.add_argument("--jobs", type=int, default=1, help="concurrent cells (local executor; default 1)")
     gr.add_argument("--out", type=Path, default=None, help="output folder (default: the file's 'out')")
@@ -198,6 +199,19 @@ def _run_grid(args) -> int:
     grid = _load_grid(args.params, args.out, args.set)
     if args.status:
         print(grid_status(grid).to_string(index=False))
+        return 0
+    if args.estimate:
+        from viny.grid import expand
+        from viny.speed import estimate, grid_work, measure_rates
+
+        work = grid_work(grid)
+        models = {c.params.get("model", "viny") for cells in expand(grid).values() for c in cells}
+        rates = measure_rates(model="viny_test" if models == {"viny_test"} else "viny")
+        table = estimate(work, rates)
+        print("measured images/s: " + ", ".join(f"{k} {v:.0f}" for k, v in rates.items()))
+        print(table.to_string(index=False, float_format=lambda v: f"{v:,.0f}"))
+        print(f"predicted wall time, one cell at a time on this machine: {table['seconds'].sum() / 60:.1f} minutes "
+              f"({table['image_steps'].sum():,.0f} image-steps)")
         return 0
     table = run_grid(grid, executor=args.executor, jobs=args.jobs, retry_failed=args.retry_failed, quiet=args.quiet)
     counts = table["status"].value_counts().to_dict()

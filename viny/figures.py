@@ -18,9 +18,16 @@ import pandas as pd
 from PIL import Image, ImageDraw
 
 __all__ = [
-    "TRIMAP_COLOURS", "colorize_trimap", "panel", "png_data_uri", "loss_curve", "miou_vs_size", "intermediate_delta",
+    "setup_charts", "TRIMAP_COLOURS", "colorize_trimap", "panel", "png_data_uri", "loss_curve", "miou_vs_size", "intermediate_delta",
     "cosine_chart", "heatmap_explorer", "to_uint8",
 ]
+
+def setup_charts() -> None:
+    """Notebook set-up: altair charts as self-contained HTML (the JavaScript inlined, so
+    executed notebooks render offline too) and no 5,000-row limit."""
+    alt.renderers.enable("html", template="inline")
+    alt.data_transformers.disable_max_rows()
+
 
 # foreground, background, boundary
 TRIMAP_COLOURS = np.array([[230, 159, 0], [40, 40, 60], [240, 240, 240]], dtype=np.uint8)

@@ -192,8 +192,9 @@ def cell_status(cell: Cell) -> str:
     return st if st in ("done", "failed") else "pending"
 
 
-def run_cell(cell: Cell, threads: int | None = None, retries: int = 3, timeout: int | None = None) -> dict:
-    """Execute one cell's notebook with papermill; returns (and writes) its status record."""
+def run_cell(cell: Cell, threads: int | None = None, retries: int = 3, timeout: int | None = 4 * 3600) -> dict:
+    """Execute one cell's notebook with papermill; returns (and writes) its status record.
+    A notebook cell running longer than ``timeout`` seconds fails the grid cell."""
     import jupytext
     import papermill as pm
 
@@ -216,6 +217,9 @@ def run_cell(cell: Cell, threads: int | None = None, retries: int = 3, timeout: 
             break
         except pm.PapermillExecutionError as e:  # a cell raised: a real failure, not retried
             record.update(error=f"{e.ename}: {e.evalue}".strip(), failed_cell=e.exec_count)
+            break
+        except TimeoutError as e:  # a notebook cell ran past the limit: not retried either
+            record.update(error=f"timed out: {e}")
             break
         except Exception as e:  # kernel start or transport trouble: retried
             record.update(error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc(limit=5))

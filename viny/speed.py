@@ -1,0 +1,127 @@
+"""Measured training rates and a grid's predicted wall time (``viny grid --estimate``).
+
+:func:`measure_rates` times a few real training steps of each phase (and evaluation) on
+this machine with the default path (cached uint8 data, bf16 autocast where it helps,
+the attention kernel chosen per device). :func:`grid_work` counts the image-steps a grid
+needs, once per distinct upstream run (runs shared through the store are counted once),
+and :func:`estimate` turns both into seconds.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+__all__ = ["measure_rates", "grid_work", "estimate"]
+
+
+def measure_rates(model: str = "viny", steps: int = 3, batch_size: int = 64, device: str = "auto", precision: str = "auto") -> dict[str, float]:
+    """Images per second of a training step of each phase, and of evaluation."""
+    from viny.config import make_config
+    from viny.device import autocast, resolve_device, resolve_precision
+    from viny.tasks import make_task
+    from viny.train import init_encoder
+
+    dev = resolve_device(device)
+    prec = resolve_precision(precision, dev)
+    amp = autocast(dev, prec)
+    rates = {}
+    for phase, extra in (("pretrain", {"num_images": 256}), ("intermediate", {"num_images": 256}),
+                         ("finetune", {"train_size": 256, "test_size": 256, "split": "nested"})):
+        cfg = make_config(phase, model=model, batch_size=batch_size, precision=prec, **extra)
+        task = make_task(cfg, progress=False)
+        net = task.build(init_encoder(cfg)).to(dev).train()
+        opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr)
+        gen = torch.Generator().manual_seed(0)
+
+        def step():
+            idx = task.train_index[torch.randint(len(task.train_index), (batch_size,), generator=gen).numpy()]
+            with amp:
+                loss = task.loss(net, idx, gen, dev)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            return loss.item()
+
+        step()
+        t = time.perf_counter()
+        for _ in range(steps):
+            step()
+        rates[phase] = steps * batch_size / (time.perf_counter() - t)
+        if phase == "finetune":
+            task.predict(net, task.test_index, dev, amp)
+            t = time.perf_counter()
+            task.predict(net, task.test_index, dev, amp)
+            rates["evaluate"] = len(task.test_index) / (time.perf_counter() - t)
+    return rates
+
+
+def _count_images(folder: Path) -> int:
+    from viny.data.images import IMAGE_EXTENSIONS
+
+    return sum(1 for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+def _sizes(data_root: str | None) -> dict[str, int]:
+    from viny.data.datasets import sample_root
+
+    root = Path(data_root) if data_root else sample_root()
+    ann = root / "oxford-iiit-pet" / "annotations"
+    pets = sum(len([ln for ln in (ann / f).read_text().splitlines() if ln.strip() and not ln.startswith("#")])
+               for f in ("trainval.txt", "test.txt") if (ann / f).is_file())
+    return {"intel": _count_images(root / "intel-image-classification" / "seg_train"), "pets": pets}
+
+
+def grid_work(grid) -> pd.DataFrame:
+    """Image-steps per phase that ``grid`` needs, each distinct upstream run counted once."""
+    from viny.grid import expand
+
+    rows, upstream = [], set()
+    size_cache: dict = {}
+    for study, cells in expand(grid).items():
+        for c in cells:
+            p = c.params
+            root = p.get("data_root") or None
+            if root not in size_cache:
+                size_cache[root] = _sizes(root)
+            sizes = size_cache[root]
+            seed = p.get("seed", 0) if p.get("upstream_seed", -1) < 0 else p["upstream_seed"]
+            pre = int(p.get("pretrain_images", 0) or 0)
+            pre_ep = p.get("pretrain_epochs", p.get("epochs", 0) if study == "simmim" else 0)
+            if pre and ("pretrain", pre, pre_ep, seed) not in upstream:
+                upstream.add(("pretrain", pre, pre_ep, seed))
+                rows.append({"study": study, "phase": "pretrain", "image_steps": pre * pre_ep})
+            tasks = []
+            if study == "finetune" and p.get("intermediate", "none") != "none":
+                tasks = [p["intermediate"]]
+            elif study == "intermediate":
+                tasks = list(p.get("tasks", ["cls_intel", "spatial"]))
+            elif study == "geometry":
+                tasks = list(p.get("intermediates", ["cls_intel", "cls_pets", "spatial", "spatial_intel"]))
+            ep = p.get("epochs" if study == "intermediate" else "intermediate_epochs", 10)
+            for t in tasks:
+                n = p.get("intermediate_images") or (sizes["intel"] if t in ("cls_intel", "spatial_intel") else sizes["pets"] - p.get("test_size", 200))
+                key = ("intermediate", pre, pre_ep, t, ep, n, seed)
+                if key not in upstream:
+                    upstream.add(key)
+                    rows.append({"study": study, "phase": "intermediate", "image_steps": n * ep})
+            if study == "finetune":
+                rows.append({"study": study, "phase": "finetune", "image_steps": p.get("train_size", 250) * p.get("epochs", 100)})
+                rows.append({"study": study, "phase": "evaluate", "image_steps": p.get("test_size", 1000)})
+            if study == "geometry":
+                n = min(p.get("num_images", 2000), sizes["pets"])
+                rows.append({"study": study, "phase": "evaluate", "image_steps": n * (len(tasks) + 2)})
+            rows.append({"study": study, "phase": "kernel", "image_steps": 0})
+    return pd.DataFrame(rows)
+
+
+def estimate(work: pd.DataFrame, rates: dict[str, float], kernel_seconds: float = 8.0) -> pd.DataFrame:
+    """Predicted seconds per study and phase, one cell at a time (``kernel``: notebook
+    start-up and imports, per cell)."""
+    w = work.copy()
+    w["seconds"] = [kernel_seconds if ph == "kernel" else s / rates[ph] for ph, s in zip(w["phase"], w["image_steps"])]
+    return w.groupby(["study", "phase"], sort=False)[["image_steps", "seconds"]].sum().reset_index()
