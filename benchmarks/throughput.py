@@ -28,45 +28,9 @@ from viny.config import make_config
 from viny.data import augment as A
 from viny.data.datasets import load_pets, sample_root
 from viny.data.images import load_rgb, resize_rgb
-from viny.device import autocast, resolve_device
-from viny.tasks import make_task
+from viny.device import resolve_device
+from viny.speed import time_evaluation, time_train_step
 from viny.train import init_encoder
-
-
-def time_train_steps(phase: str, precision: str, steps: int, batch: int, extra: dict, device) -> float:
-    cfg = make_config(phase, precision=precision, batch_size=batch, **extra)
-    task = make_task(cfg, progress=False)
-    model = task.build(init_encoder(cfg)).to(device).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
-    gen = torch.Generator().manual_seed(0)
-    amp = autocast(device, precision)
-
-    def step():
-        idx = task.train_index[torch.randint(len(task.train_index), (batch,), generator=gen).numpy()]
-        with amp:
-            loss = task.loss(model, idx, gen, device)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        return loss.item()
-
-    step()  # warm-up
-    t = time.perf_counter()
-    for _ in range(steps):
-        step()
-    return steps * batch / (time.perf_counter() - t)
-
-
-def time_eval(precision: str, steps: int, batch: int, device) -> float:
-    cfg = make_config("finetune", precision=precision, train_size=batch, test_size=batch)
-    task = make_task(cfg, progress=False)
-    model = task.build(init_encoder(cfg)).to(device)
-    amp = autocast(device, precision)
-    task.predict(model, task.test_index, device, amp)
-    t = time.perf_counter()
-    for _ in range(steps):
-        task.predict(model, task.test_index, device, amp)
-    return steps * len(task.test_index) / (time.perf_counter() - t)
 
 
 def time_plain_finetune(steps: int, batch: int, device) -> float:
@@ -167,14 +131,14 @@ def main() -> None:
     }
     for prec in args.precision:
         for name, (phase, extra) in phases.items():
-            rate = time_train_steps(phase, prec, args.steps, args.batch_size, extra, device)
+            rate = time_train_step(phase, args.steps, args.batch_size, args.device, prec, **extra)
             print(f"{prec:5s} train step  {name:28s} {rate:8.1f} images/s")
-        print(f"{prec:5s} evaluation  {'finetune (segmentation)':28s} {time_eval(prec, args.steps, args.batch_size * 4, device):8.1f} images/s")
+        print(f"{prec:5s} evaluation  {'finetune (segmentation)':28s} {time_evaluation(args.steps, args.batch_size * 4, args.device, prec):8.1f} images/s")
     from viny.device import resolve_precision
 
     plain = time_plain_finetune(args.steps, args.batch_size, device)
     default_prec = resolve_precision("auto", device)
-    fast = time_train_steps("finetune", default_prec, args.steps, args.batch_size, phases["finetune (segmentation)"][1], device)
+    fast = time_train_step("finetune", args.steps, args.batch_size, args.device, default_prec, **phases["finetune (segmentation)"][1])
     print(f"plain (authors' path: fp32, PIL decode per step) finetune step {plain:8.1f} images/s")
     print(f"viny default ({default_prec}, cached data)           finetune step {fast:8.1f} images/s  ({fast / plain:.2f}x)")
     fpi = flops_per_image(device)

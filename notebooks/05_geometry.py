@@ -41,7 +41,6 @@ output_dir: str = ""
 # %%
 from pathlib import Path
 
-import altair as alt
 from IPython.display import display
 
 from viny.diagnostics import compare_encoders, diagnostic_images

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from viny.errors import VinyError
-from viny.grid import cell_status, collect, expand, grid_status, load_grid, run_grid
+from viny.grid import cell_status, expand, grid_status, load_grid, run_grid
 
 NOTEBOOK = textwrap.dedent('''\
     # %% tags=["parameters"]

@@ -21,7 +21,6 @@ gradients; ``divide_loss_by_masked=True`` reproduces it, the default is plain me
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from viny.model import ViNy, patchify, unpatchify

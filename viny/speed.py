@@ -12,15 +12,16 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 
-__all__ = ["measure_rates", "grid_work", "estimate"]
+__all__ = ["time_train_step", "time_evaluation", "measure_rates", "grid_work", "estimate"]
 
 
-def measure_rates(model: str = "viny", steps: int = 3, batch_size: int = 64, device: str = "auto", precision: str = "auto") -> dict[str, float]:
-    """Images per second of a training step of each phase, and of evaluation."""
+def time_train_step(phase: str, steps: int = 3, batch_size: int = 64, device: str = "auto", precision: str = "auto",
+                    model: str = "viny", **options) -> float:
+    """Images/s of full training steps of ``phase`` (data gather, augmentation, forward,
+    backward, AdamW) on the shipped sample, after one warm-up step."""
     from viny.config import make_config
     from viny.device import autocast, resolve_device, resolve_precision
     from viny.tasks import make_task
@@ -29,34 +30,56 @@ def measure_rates(model: str = "viny", steps: int = 3, batch_size: int = 64, dev
     dev = resolve_device(device)
     prec = resolve_precision(precision, dev)
     amp = autocast(dev, prec)
-    rates = {}
-    for phase, extra in (("pretrain", {"num_images": 256}), ("intermediate", {"num_images": 256}),
-                         ("finetune", {"train_size": 256, "test_size": 256, "split": "nested"})):
-        cfg = make_config(phase, model=model, batch_size=batch_size, precision=prec, **extra)
-        task = make_task(cfg, progress=False)
-        net = task.build(init_encoder(cfg)).to(dev).train()
-        opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr)
-        gen = torch.Generator().manual_seed(0)
+    cfg = make_config(phase, model=model, batch_size=batch_size, precision=prec, **options)
+    task = make_task(cfg, progress=False)
+    net = task.build(init_encoder(cfg)).to(dev).train()
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr)
+    gen = torch.Generator().manual_seed(0)
 
-        def step():
-            idx = task.train_index[torch.randint(len(task.train_index), (batch_size,), generator=gen).numpy()]
-            with amp:
-                loss = task.loss(net, idx, gen, dev)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            return loss.item()
+    def step():
+        idx = task.train_index[torch.randint(len(task.train_index), (batch_size,), generator=gen).numpy()]
+        with amp:
+            loss = task.loss(net, idx, gen, dev)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return loss.item()
 
+    step()
+    t = time.perf_counter()
+    for _ in range(steps):
         step()
-        t = time.perf_counter()
-        for _ in range(steps):
-            step()
-        rates[phase] = steps * batch_size / (time.perf_counter() - t)
-        if phase == "finetune":
-            task.predict(net, task.test_index, dev, amp)
-            t = time.perf_counter()
-            task.predict(net, task.test_index, dev, amp)
-            rates["evaluate"] = len(task.test_index) / (time.perf_counter() - t)
+    return steps * batch_size / (time.perf_counter() - t)
+
+
+def time_evaluation(repeats: int = 2, images: int = 256, device: str = "auto", precision: str = "auto", model: str = "viny") -> float:
+    """Images/s of the segmenter's evaluation forward (no grad) on held-out Pets images."""
+    from viny.config import make_config
+    from viny.device import autocast, resolve_device, resolve_precision
+    from viny.tasks import make_task
+    from viny.train import init_encoder
+
+    dev = resolve_device(device)
+    prec = resolve_precision(precision, dev)
+    amp = autocast(dev, prec)
+    cfg = make_config("finetune", model=model, precision=prec, train_size=16, test_size=images, split="nested")
+    task = make_task(cfg, progress=False)
+    net = task.build(init_encoder(cfg)).to(dev)
+    task.predict(net, task.test_index, dev, amp)
+    t = time.perf_counter()
+    for _ in range(repeats):
+        task.predict(net, task.test_index, dev, amp)
+    return repeats * len(task.test_index) / (time.perf_counter() - t)
+
+
+PHASE_OPTIONS = {"pretrain": {"num_images": 256}, "intermediate": {"num_images": 256},
+                 "finetune": {"train_size": 256, "test_size": 256, "split": "nested"}}
+
+
+def measure_rates(model: str = "viny", steps: int = 3, batch_size: int = 64, device: str = "auto", precision: str = "auto") -> dict[str, float]:
+    """Images per second of a training step of each phase, and of evaluation."""
+    rates = {phase: time_train_step(phase, steps, batch_size, device, precision, model, **opts) for phase, opts in PHASE_OPTIONS.items()}
+    rates["evaluate"] = time_evaluation(device=device, precision=precision, model=model)
     return rates
 
 
