@@ -102,12 +102,15 @@ from viny.figures import colorize_trimap, panel
 from viny.views import similarity_maps
 
 
-def show(image=0, encoder=list(encoders)[1], patch=int(refs["image 1"]["foreground"])):
-    m = similarity_maps(encoders[encoder], data.images[held_out[image]], {"patch": patch})["patch"]
+def show(image=0, encoder=list(encoders)[1], layer=len(encoders["random init"].blocks), patch=int(refs["image 1"]["foreground"])):
+    m = similarity_maps(encoders[encoder], data.images[held_out[image]], {"patch": patch}, layer)["patch"]
     heat = ((m.clip(-0.5, 1) + 0.5) / 1.5)[..., None].repeat(3, -1).repeat(16, 0).repeat(16, 1)
     display(panel([[data.images[held_out[image]], colorize_trimap(data.targets[held_out[image]]), heat]],
                   ["image", "trimap", f"similarity to patch {patch}"], scale=2))
 
 
 if live_explorer:
-    W.interact(show, image=W.IntSlider(0, 0, len(held_out) - 1), encoder=list(encoders), patch=W.IntSlider(0, 0, 63))
+    depth = len(encoders["random init"].blocks)
+    n_patches = encoders["random init"].patch_embed.num_patches
+    W.interact(show, image=W.IntSlider(0, 0, len(held_out) - 1), encoder=list(encoders), layer=W.IntSlider(depth, 1, depth),
+               patch=W.IntSlider(0, 0, n_patches - 1))

@@ -59,3 +59,17 @@ def test_along_training(tmp_path, data):
     T.train(cfg, tmp_path / "p", progress=False)
     table, tau = along_training(tmp_path / "p", data, dse_images=16, precision="fp32")
     assert list(table["epoch"]) == [1, 2, 3] and -1 <= tau <= 1
+
+
+def test_similarity_maps_per_layer(data):
+    from viny.geometry import similarity_map
+    from viny.views import similarity_maps
+
+    enc = timm.create_model("viny_test")
+    image = data.images[0]
+    toks = layer_tokens(enc, image[None], [1, 2], precision="fp32")
+    maps1 = similarity_maps(enc, image, {"ref": 5}, layer=1)["ref"]
+    maps2 = similarity_maps(enc, image, {"ref": 5})["ref"]
+    assert np.allclose(maps1, similarity_map(toks[1][0], 5, (4, 4)).numpy(), atol=1e-6)
+    assert np.allclose(maps2, similarity_map(toks[2][0], 5, (4, 4)).numpy(), atol=1e-6)
+    assert maps1[1, 1] == pytest.approx(1.0)  # patch 5 is row 1, column 1 of the 4x4 grid

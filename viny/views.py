@@ -144,11 +144,13 @@ def heatmap_data(encoders: dict[str, ViNy], images_u8: np.ndarray, targets: np.n
     return pd.concat(rows, ignore_index=True), uris, refs
 
 
-def similarity_maps(encoder: ViNy, image_u8: np.ndarray, patches: dict[str, int]) -> dict[str, np.ndarray]:
-    """Cosine maps ``[gh, gw]`` of the given reference patches (name -> index) for one image."""
+def similarity_maps(encoder: ViNy, image_u8: np.ndarray, patches: dict[str, int], layer: int | None = None) -> dict[str, np.ndarray]:
+    """Cosine maps ``[gh, gw]`` of the given reference patches (name -> index) for one image,
+    at block ``layer`` (1-based; default: the last)."""
     from viny.diagnostics import layer_tokens
 
-    tok = layer_tokens(encoder, image_u8[None], precision="fp32")[len(encoder.blocks)][0]
+    layer = layer or len(encoder.blocks)
+    tok = layer_tokens(encoder, image_u8[None], [layer], precision="fp32")[layer][0]
     return {k: similarity_map(tok, v, tuple(encoder.grid_size)).numpy() for k, v in patches.items()}
 
 
