@@ -95,3 +95,29 @@ def test_reference_init_matches_authors():
     assert 0.8 < m.pos_embed.std().item() < 1.2
     t = ViNy(**VINY_ARGS, init="timm")
     assert t.pos_embed.std().item() < 0.1
+
+
+@pytest.mark.parametrize("dtype,tol", [("fp32", 1e-5), ("bf16", 5e-2)])
+def test_attention_kernels_train_alike(dtype, tol):
+    """The fast path changes speed, not science: a few training steps with the fused and
+    the plain attention kernel give the same losses (fp32: to rounding; bf16: within bf16 tolerance)."""
+    from viny.heads import segmentation_loss
+    from viny.tasks import Segmenter
+
+    def run(impl):
+        torch.manual_seed(0)
+        model = Segmenter(timm.create_model("viny_test", attn_impl=impl))
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        g = torch.Generator().manual_seed(1)
+        losses = []
+        for _ in range(3):
+            x, y = torch.randn(8, 3, 64, 64, generator=g), torch.randint(0, 3, (8, 64, 64), generator=g)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bf16"):
+                loss = segmentation_loss(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        return torch.tensor(losses)
+
+    assert torch.allclose(run("manual"), run("fused"), atol=tol, rtol=tol)
