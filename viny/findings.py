@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from viny.stats import mean_interval
+from viny.stats import mean_interval, paired_difference
 
 __all__ = ["findings", "findings_markdown", "CLAIMS"]
 
@@ -53,11 +53,6 @@ def _miou(ft: pd.DataFrame, pretrain: int, inter: str, size: int, metric: str) -
     return 100 * g.groupby("seed")[metric].mean()
 
 
-def _paired(a: pd.Series, b: pd.Series) -> dict:
-    common = a.index.intersection(b.index)
-    return mean_interval((a[common] - b[common]).to_numpy())
-
-
 def _row(key: str, verdict: str, evidence: str) -> dict:
     return {"claim": key, "statement": CLAIMS[key], "verdict": verdict, "evidence": evidence}
 
@@ -72,7 +67,7 @@ def _pretraining_small_data(ft, metric):
     g_small = _miou(ft, p, "none", small, metric) - _miou(ft, 0, "none", small, metric)
     g_large = _miou(ft, p, "none", large, metric) - _miou(ft, 0, "none", large, metric)
     gain_small = mean_interval(g_small.dropna())
-    diff = _paired(g_small, g_large)
+    diff = paired_difference(g_small, g_large)
     if _verdict(gain_small) == "contradicted" or _verdict(diff) == "contradicted":
         verdict = "contradicted"
     elif _verdict(gain_small) == "supported" and _verdict(diff) == "supported":
@@ -104,7 +99,7 @@ def _diminishing(ft, metric, axis: str, key: str):
     slopes = per_seed.diff(axis=1).iloc[:, 1:] / np.diff(steps)  # points per doubling, per seed
     first, last = slopes.iloc[:, 0], slopes.iloc[:, -1]
     gain = mean_interval(first.dropna())
-    drop = _paired(last, first)  # negative = diminishing
+    drop = paired_difference(last, first)  # negative = diminishing
     if _verdict(gain) == "supported" and _verdict(drop, positive_is_claim=False) == "supported":
         verdict = "supported"
     elif _verdict(drop, positive_is_claim=False) == "contradicted":
@@ -148,7 +143,7 @@ def _cls_where_pretraining_helps(ft, metric, diffs):
                     "needs two or more (pre-training, fine-tuning size) cells with pre-training, a baseline and the CLS stage")
     best = max(gains, key=gains.get)
     worst = min(gains, key=gains.get)
-    iv = _paired(harms[best], harms[worst])
+    iv = paired_difference(harms[best], harms[worst])
     return _row("cls_hurts_where_pretraining_helps", _verdict(iv),
                 f"drop where pre-training helps most {best} (gain {gains[best]:+.2f}) minus drop where it helps least {worst} "
                 f"(gain {gains[worst]:+.2f}): {_fmt(iv)} points")
@@ -169,7 +164,7 @@ def _spatial_probe(table: pd.DataFrame, grid_dir: Path | None):
     pre = g[g["encoder"] == "pretrained (SimMIM)"].set_index("seed")["probe_accuracy"] * 100
     if not len(spatial) or not len(pre):
         return _row("spatial_probe", "inconclusive", "the geometry study lacks the spatial or the pre-trained encoder")
-    diff = _paired(spatial, pre)
+    diff = paired_difference(spatial, pre)
     if diff["n"] >= 2:
         return _row("spatial_probe", _verdict(diff), f"held-out probe accuracy, spatial minus pre-trained: {_fmt(diff)} points over seeds")
     # one seed: a binomial standard error over the held-out patches (patches are not independent: optimistic)

@@ -16,7 +16,6 @@ import contextlib
 import fcntl
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Iterator
 
@@ -92,9 +91,3 @@ def upstream_encoder(
         cfg = make_config("intermediate", task=intermediate, model=model, seed=seed, init_from=encoder, data=data, **options)
         encoder = str(run_in_store(cfg, store, progress) / "encoder.safetensors")
     return encoder
-
-
-def environment_threads(jobs: int) -> dict[str, str]:
-    """Thread settings for ``jobs`` concurrent kernels sharing this machine's cores."""
-    n = max(1, (os.cpu_count() or 1) // max(1, jobs))
-    return {"OMP_NUM_THREADS": str(n), "MKL_NUM_THREADS": str(n)}
