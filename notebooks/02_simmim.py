@@ -19,8 +19,9 @@
 
 # %% tags=["parameters"]
 model: str = "viny"
-pretrain_images: int = 1000  # images of the ImageNet folder (paper: 45k / 100k / 200k)
-epochs: int = 15  # paper: 100
+pretrain_images: int = 9469  # images of the ImageNet folder (paper: 45k / 100k / 200k)
+epochs: int = 25  # paper: 100
+pretrain_source: str = "shipped"  # shipped (viny/pretrained: 2368, 4734 or 9469 images) or train (here)
 seed: int = 0
 data_root: str = ""  # folder holding imagenet-subset/train (empty: the shipped sample)
 show_images: int = 4
@@ -35,33 +36,35 @@ from IPython.display import display
 from viny.data import load_image_folder
 from viny.figures import loss_curve, setup_charts
 from viny.pipeline import upstream_encoder
-from viny.views import load_json, read_metrics_csv, reconstruction_figure, repo_runs, write_json
+from viny.pretrained import describe_encoder, pretraining_record
+from viny.views import reconstruction_figure, repo_runs, write_json
 from viny.weights import load_simmim
 
 setup_charts()
 out = Path(output_dir) if output_dir else repo_runs("notebooks", "simmim")
 store = Path(store_dir) if store_dir else repo_runs("notebooks", "store")
 encoder_path = upstream_encoder(store, pretrain_images, "none", model=model, seed=seed, pretrain={"epochs": epochs},
-                                data_root=data_root or None)
-run = Path(encoder_path).parent
-results = load_json(run / "results.json")
+                                data_root=data_root or None, pretrain_source=pretrain_source)
+results, curve, simmim_path = pretraining_record(encoder_path)
+print(describe_encoder(encoder_path))
 results
 
 # %% [markdown]
 # ## Loss curve
 
 # %%
-loss_curve(read_metrics_csv(run), "SimMIM masked L1 (training)")
+loss_curve(curve, "SimMIM masked L1 (training)")
 
 # %% [markdown]
 # ## Reconstructions (fixed masks, seed 0)
 
 # %%
-simmim = load_simmim(run / "model.safetensors")
+simmim = load_simmim(simmim_path)
 size = simmim.encoder.patch_embed.img_size[0]
 images = load_image_folder(Path(data_root) / "imagenet-subset" / "train" if data_root else None, size=size, progress=False).images
 fig = reconstruction_figure(simmim, images[:show_images], seed=0)
 out.mkdir(parents=True, exist_ok=True)
 fig.save(out / "reconstructions.png")
 display(fig)
-write_json(out / "metrics.json", {"pretrain_images": pretrain_images, "epochs": epochs, **results})
+write_json(out / "metrics.json", {"pretrain_images": pretrain_images, "epochs": epochs, "encoder_source": describe_encoder(encoder_path),
+                                   **results})

@@ -20,8 +20,9 @@
 
 # %% tags=["parameters"]
 model: str = "viny"
-pretrain_images: int = 1000  # 0: start from a random encoder
-pretrain_epochs: int = 15
+pretrain_images: int = 9469  # 0: start from a random encoder
+pretrain_epochs: int = 25
+pretrain_source: str = "shipped"  # shipped (viny/pretrained: 2368, 4734 or 9469 images) or train (here)
 epochs: int = 10  # paper: 200 (Intel), 20 (diagnostic study)
 intermediate_images: int = 0  # 0: all training images of the task
 tasks: list = ["cls_intel", "spatial"]
@@ -41,6 +42,7 @@ from viny.data import load_pets
 from viny.figures import colorize_trimap, loss_curve, panel, setup_charts
 from viny.geometry import reference_patches
 from viny.pipeline import upstream_encoder
+from viny.pretrained import describe_encoder, pretraining_record
 from viny.views import load_json, read_metrics_csv, repo_runs, similarity_maps, write_json
 from viny.weights import load_encoder
 
@@ -48,12 +50,13 @@ setup_charts()
 out = Path(output_dir) if output_dir else repo_runs("notebooks", "intermediate")
 store = Path(store_dir) if store_dir else repo_runs("notebooks", "store")
 options = {"epochs": epochs, "num_images": intermediate_images or None, "test_size": test_size}
-paths = {"pre-trained": upstream_encoder(store, pretrain_images, "none", model=model, seed=seed, pretrain={"epochs": pretrain_epochs},
-                                         data_root=data_root or None)}
+common = dict(model=model, seed=seed, pretrain={"epochs": pretrain_epochs}, data_root=data_root or None, pretrain_source=pretrain_source)
+paths = {"pre-trained": upstream_encoder(store, pretrain_images, "none", **common)}
 for task in tasks:
-    paths[task] = upstream_encoder(store, pretrain_images, task, model=model, seed=seed, pretrain={"epochs": pretrain_epochs},
-                                   intermediate_options=options, data_root=data_root or None)
-summary = pd.DataFrame([{"encoder": k, **load_json(Path(p).parent / "results.json")} for k, p in paths.items() if p])
+    paths[task] = upstream_encoder(store, pretrain_images, task, intermediate_options=options, **common)
+summary = pd.DataFrame([{"encoder": k, "source": describe_encoder(p),
+                         **(pretraining_record(p)[0] if k == "pre-trained" else load_json(Path(p).parent / "results.json"))}
+                        for k, p in paths.items() if p])
 display(summary)
 
 # %%

@@ -21,7 +21,8 @@
 # %% tags=["parameters"]
 model: str = "viny"
 pretrain_images: int = 0  # 0: no pre-training
-pretrain_epochs: int = 15
+pretrain_epochs: int = 25
+pretrain_source: str = "shipped"  # shipped (viny/pretrained: 2368, 4734 or 9469 images) or train (here)
 intermediate: str = "none"  # none, cls_intel, cls_pets, spatial
 intermediate_epochs: int = 10
 intermediate_images: int = 0  # 0: all
@@ -44,6 +45,7 @@ from IPython.display import display
 from viny.config import make_config
 from viny.figures import loss_curve, setup_charts
 from viny.pipeline import run_in_store, upstream_encoder
+from viny.pretrained import describe_encoder
 from viny.views import load_json, read_metrics_csv, repo_runs, segmentation_examples, write_json
 
 setup_charts()
@@ -53,12 +55,12 @@ encoder = upstream_encoder(store, pretrain_images, intermediate, model=model, se
                            pretrain={"epochs": pretrain_epochs},
                            intermediate_options={"epochs": intermediate_epochs, "num_images": intermediate_images or None,
                                                  "test_size": test_size},
-                           data_root=data_root or None)
+                           data_root=data_root or None, pretrain_source=pretrain_source)
 config = make_config("finetune", model=model, epochs=epochs, train_size=train_size, test_size=test_size, split=split,
                      seed=seed, init_from=encoder, precision=precision, data=data_root or None)
 run = run_in_store(config, out / "runs")
 results = load_json(run / "results.json")
-write_json(out / "metrics.json", results)
+write_json(out / "metrics.json", {**results, "encoder_source": describe_encoder(encoder)})
 results
 
 # %%

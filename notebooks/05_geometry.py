@@ -22,8 +22,9 @@
 
 # %% tags=["parameters"]
 model: str = "viny"
-pretrain_images: int = 1000
-pretrain_epochs: int = 15
+pretrain_images: int = 9469
+pretrain_epochs: int = 25
+pretrain_source: str = "shipped"  # shipped (viny/pretrained) or train (here)
 intermediate_epochs: int = 10  # the paper diagnostic study: 20
 intermediate_images: int = 0
 num_images: int = 2000  # Pets images for the diagnostics (the shipped sample has 598)
@@ -54,7 +55,7 @@ setup_charts()
 out = Path(output_dir) if output_dir else repo_runs("notebooks", "geometry")
 out.mkdir(parents=True, exist_ok=True)
 store = Path(store_dir) if store_dir else repo_runs("notebooks", "store")
-common = dict(model=model, seed=seed, pretrain={"epochs": pretrain_epochs}, data_root=data_root or None,
+common = dict(model=model, seed=seed, pretrain={"epochs": pretrain_epochs}, data_root=data_root or None, pretrain_source=pretrain_source,
               intermediate_options={"epochs": intermediate_epochs, "num_images": intermediate_images or None, "test_size": test_size})
 names = {"none": "pretrained (SimMIM)", "cls_intel": "CLS-intermediate (Intel)", "cls_pets": "CLS-intermediate (Pets)",
          "spatial": "spatial intermediate", "spatial_intel": "spatial intermediate (Intel, label-free)"}

@@ -90,12 +90,14 @@ def test_grid_work_counts_shared_upstream_runs_once():
     grid = load_grid(Path(__file__).resolve().parents[1] / "params" / "demo.yaml")
     work = grid_work(grid)
     by = work.groupby("phase")["image_steps"].sum()
-    # one pre-training (1000 images x 8 epochs), shared by every cell (upstream_seed 0)
-    assert by["pretrain"] == 1000 * 8
-    # fine-tuning: 2 pretrain x 2 intermediate x 2 seeds x (100 + 250) images x 6 epochs
-    assert by["finetune"] == 8 * 350 * 6
-    # intermediate cls_intel on the 360 shipped Intel images, for {random, pre-trained}, plus spatial
+    # the demo starts from the shipped encoders: no pre-training work
+    assert by.get("pretrain", 0) == 0
+    # fine-tuning: 3 pretrain x 2 intermediate x 2 seeds x (100 + 250) images x 6 epochs
+    assert by["finetune"] == 12 * 350 * 6
+    # intermediate cls_intel on the 360 shipped Intel images, for {random, 2368, 9469}, plus spatial
     # (398 Pets images outside the 200 held out) in the intermediate study, and spatial_intel in geometry
-    assert by["intermediate"] == 2 * 360 * 8 + 398 * 8 + 360 * 8
+    assert by["intermediate"] == 3 * 360 * 8 + 398 * 8 + 360 * 8
+    staged = grid_work(load_grid(Path(__file__).resolve().parents[1] / "params" / "staged.yaml"))
+    assert staged.groupby("phase")["image_steps"].sum()["pretrain"] == (2368 + 4734 + 9469) * 25  # trained, each once
     est = estimate(work, {"pretrain": 100.0, "intermediate": 100.0, "finetune": 100.0, "evaluate": 1000.0}, kernel_seconds=5)
-    assert est["seconds"].sum() == pytest.approx((by["pretrain"] + by["intermediate"] + by["finetune"]) / 100 + by["evaluate"] / 1000 + 5 * 21)
+    assert est["seconds"].sum() == pytest.approx((by["intermediate"] + by["finetune"]) / 100 + by["evaluate"] / 1000 + 5 * 29)

@@ -7,5 +7,6 @@ __version__ = "0.1.0"
 
 from viny import model as _model  # noqa: F401  (registers the timm models)
 from viny.model import ViNy, create_encoder, patch_tokens  # noqa: E402
+from viny.pretrained import load_pretrained  # noqa: E402
 
-__all__ = ["ViNy", "create_encoder", "patch_tokens", "__version__"]
+__all__ = ["ViNy", "create_encoder", "patch_tokens", "load_pretrained", "__version__"]

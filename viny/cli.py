@@ -110,7 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
                           description="Run params/demo.yaml (or params/smoke.yaml) with `viny grid`, then `viny report`; "
                                       "prints the fine-tuning table and the report's path.")
     demo.add_argument("--out", type=Path, default=None, help="output folder (default: runs/demo or runs/smoke); finished cells are reused")
-    demo.add_argument("--scale", choices=("demo", "smoke"), default="demo", help="demo (about 15 minutes on 2 cores) or smoke (tiny model, a few minutes)")
+    demo.add_argument("--scale", choices=("demo", "smoke", "staged"), default="demo",
+                      help="demo (about 15 minutes on 2 cores), smoke (tiny model, a few minutes) or staged "
+                           "(the reference results, params/staged.yaml: needs --data-root; about 2 hours on 2 cores)")
+    demo.add_argument("--data-root", type=Path, default=None,
+                      help="folder with imagenet-subset/train, intel-image-classification, oxford-iiit-pet (default: the shipped sample)")
+    demo.add_argument("--publish", type=Path, default=None, help="when done, copy report.html, results.csv, summary.csv there (e.g. results/staged)")
     demo.add_argument("--executor", choices=("local", "ray"), default="local")
     demo.add_argument("--jobs", type=int, default=1)
     demo.add_argument("--quiet", action="store_true")
@@ -230,7 +235,8 @@ def _run_report(args) -> int:
 def _run_demo(args) -> int:
     from viny.demo import run_demo
 
-    run_demo(args.out, scale=args.scale, executor=args.executor, jobs=args.jobs, progress=not args.quiet)
+    run_demo(args.out, scale=args.scale, executor=args.executor, jobs=args.jobs, progress=not args.quiet,
+             data_root=args.data_root, publish_to=args.publish)
     return 0
 
 

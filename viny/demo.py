@@ -1,10 +1,13 @@
 """``viny demo`` (what ``make demo`` runs): the study's grid at demo scale on the data
 shipped in the repo, then the HTML report.
 
-It runs ``params/demo.yaml`` (or ``params/smoke.yaml`` with ``--scale smoke``) through
+It runs ``params/demo.yaml`` (``--scale smoke``: ``params/smoke.yaml``; ``--scale staged``:
+``params/staged.yaml``, the reference results, which needs ``--data-root``) through
 :func:`viny.grid.run_grid`, builds ``<out>/report.html`` with :func:`viny.report.build_report`,
 prints a table of the fine-tuning cells (mean ± std over seeds) and writes it as
 ``<out>/summary.csv``. Finished cells are reused, so a killed demo continues where it stopped.
+``--publish DIR`` copies the report and the results tables into ``DIR`` (how
+``results/staged`` is made: :func:`publish`).
 """
 
 from __future__ import annotations
@@ -13,9 +16,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from viny.errors import VinyError
 from viny.files import atomic_path
 
-__all__ = ["PARAMS", "run_demo", "summarize"]
+__all__ = ["PARAMS", "run_demo", "summarize", "publish", "check_data_root"]
+
+DATA_FOLDERS = ("imagenet-subset/train", "intel-image-classification", "oxford-iiit-pet")
 
 PARAMS = Path(__file__).resolve().parents[1] / "params"
 
@@ -38,12 +44,73 @@ def _format(summary: pd.DataFrame) -> str:
     return view.to_string(index=False)
 
 
-def run_demo(out: str | Path | None = None, scale: str = "demo", executor: str = "local", jobs: int = 1, progress: bool = True) -> Path:
-    """Run (or finish) the demo grid and build its report; returns the report's path."""
-    from viny.grid import load_grid, run_grid
+def check_data_root(data_root: str | Path) -> Path:
+    """``data_root`` resolved, after checking it holds the three data sets' folders."""
+    root = Path(data_root).expanduser().resolve()
+    missing = [f for f in DATA_FOLDERS if not (root / f).is_dir()]
+    if missing:
+        raise VinyError(f"--data-root {data_root}: missing {', '.join(missing)}; it must hold "
+                        "imagenet-subset/train (ImageFolder), intel-image-classification (Kaggle layout) and oxford-iiit-pet (official layout)")
+    return root
+
+
+# published columns of the results table (paths and papermill internals are left out)
+_PUBLISHED = ["study", "cell", "status", "pretrain_images", "intermediate", "train_size", "test_size", "seed", "epochs", "pretrain_epochs",
+              "intermediate_epochs", "miou", "pixel_accuracy", "paper_miou", "paper_pixel_accuracy", "encoder_source", "seconds"]
+
+
+def publish(grid_out: str | Path, dest: str | Path, command: str = "") -> Path:
+    """Copy a finished grid's report and results into ``dest``: ``report.html``,
+    ``results.csv`` (one row per cell), ``summary.csv`` and ``README.md``."""
+    import shutil
+
+    from viny.files import atomic_write_text
+    from viny.report import _git_commit
+
+    grid_out, dest = Path(grid_out), Path(dest)
+    if not (grid_out / "report.html").is_file():
+        raise VinyError(f"{grid_out} has no report.html to publish; run the grid and `viny report` first")
+    dest.mkdir(parents=True, exist_ok=True)
+    table = pd.read_parquet(grid_out / "results.parquet")
+    with atomic_path(dest / "results.csv") as tmp:
+        table[[c for c in _PUBLISHED if c in table]].to_csv(tmp, index=False)
+    for name in ("report.html", "summary.csv"):
+        if (grid_out / name).is_file():
+            with atomic_path(dest / name) as tmp:
+                shutil.copyfile(grid_out / name, tmp)
+    done = table["status"].eq("done").sum()
+    atomic_write_text(dest / "README.md", f"""# Reference results: {grid_out.name}
+
+Made by `{command or 'viny demo --scale ' + grid_out.name + ' --data-root PATH --publish ' + str(dest)}`
+at commit {_git_commit(Path(__file__).resolve().parents[1])}, {done} of {len(table)} grid cells done.
+
+- `report.html`: the report (open in a browser; self-contained, no network needed).
+- `results.csv`: one row per grid cell (scores of the fine-tuning cells: dataset-level `miou`,
+  `pixel_accuracy`; the paper's per-image `paper_miou`, `paper_pixel_accuracy`; where each encoder came from).
+- `summary.csv`: mean and std over seeds per (pre-training images, intermediate, training images).
+""")
+    return dest
+
+
+def run_demo(out: str | Path | None = None, scale: str = "demo", executor: str = "local", jobs: int = 1, progress: bool = True,
+             data_root: str | Path | None = None, publish_to: str | Path | None = None) -> Path:
+    """Run (or finish) the demo grid and build its report; returns the report's path.
+
+    ``data_root`` points every notebook at the full data sets (required for ``staged``);
+    ``publish_to`` copies report and tables there when the grid is done (:func:`publish`).
+    """
+    from viny.grid import load_grid, notebook_parameters, run_grid
     from viny.report import build_report
 
+    if scale == "staged" and data_root is None:
+        raise VinyError("--scale staged reads the full staged data sets: pass --data-root PATH (a folder with "
+                        + ", ".join(DATA_FOLDERS) + ")")
     grid = load_grid(PARAMS / f"{scale}.yaml", out)
+    if data_root is not None:
+        root = str(check_data_root(data_root))
+        for st in grid.studies:
+            if "data_root" in notebook_parameters(st.notebook):
+                st.fixed["data_root"] = root
     table = run_grid(grid, executor=executor, jobs=jobs, quiet=not progress)
     report = build_report(grid.out)
     ft = table[(table["study"] == "finetune") & (table["status"] == "done")]
@@ -57,4 +124,6 @@ def run_demo(out: str | Path | None = None, scale: str = "demo", executor: str =
     if failed:
         print(f"\n{failed} cell(s) failed; see {grid.out / 'results.parquet'} and the cells' notebook.ipynb")
     print(f"\nreport: {report}")
+    if publish_to is not None:
+        print(f"published: {publish(grid.out, publish_to, command=f'viny demo --scale {scale} --data-root PATH --publish {publish_to}')}")
     return report

@@ -31,6 +31,9 @@ CLAIMS = {
 }
 
 
+SPATIAL_ENCODERS = ("spatial intermediate", "spatial intermediate (Intel, label-free)")  # names used by notebooks/05_geometry.py
+
+
 def _verdict(iv: dict, positive_is_claim: bool = True) -> str:
     lo, hi = iv["lo"], iv["hi"]
     if any(math.isnan(v) for v in (lo, hi)):
@@ -160,20 +163,22 @@ def _spatial_probe(table: pd.DataFrame, grid_dir: Path | None):
         return _row("spatial_probe", "inconclusive", "no geometry study in this grid")
     g = pd.concat(frames)
     g = g[g["layer"] == g["layer"].max()]
-    spatial = g[g["encoder"] == "spatial intermediate"].set_index("seed")["probe_accuracy"] * 100
+    # the paper's spatial task (Pets trimaps) if the study has it, else the label-free one on the Intel images
+    name = next((e for e in SPATIAL_ENCODERS if e in set(g["encoder"])), None)
+    spatial = g[g["encoder"] == name].set_index("seed")["probe_accuracy"] * 100
     pre = g[g["encoder"] == "pretrained (SimMIM)"].set_index("seed")["probe_accuracy"] * 100
     if not len(spatial) or not len(pre):
         return _row("spatial_probe", "inconclusive", "the geometry study lacks the spatial or the pre-trained encoder")
     diff = paired_difference(spatial, pre)
     if diff["n"] >= 2:
-        return _row("spatial_probe", _verdict(diff), f"held-out probe accuracy, spatial minus pre-trained: {_fmt(diff)} points over seeds")
+        return _row("spatial_probe", _verdict(diff), f"held-out probe accuracy, {name} minus pre-trained: {_fmt(diff)} points over seeds")
     # one seed: a binomial standard error over the held-out patches (patches are not independent: optimistic)
     n = float(g["probe_test_patches"].iloc[0]) if "probe_test_patches" in g else float("nan")
     p1, p0 = spatial.iloc[0] / 100, pre.iloc[0] / 100
     se = 100 * math.sqrt(p1 * (1 - p1) / n + p0 * (1 - p0) / n) if n == n else float("nan")
     iv = {"mean": diff["mean"], "lo": diff["mean"] - 1.96 * se, "hi": diff["mean"] + 1.96 * se, "n": 1}
     return _row("spatial_probe", _verdict(iv),
-                f"held-out probe accuracy, spatial minus pre-trained: {_fmt(iv)} points (one seed; interval from the "
+                f"held-out probe accuracy, {name} minus pre-trained: {_fmt(iv)} points (one seed; interval from the "
                 f"{int(n) if n == n else '?'} held-out patches, which are not independent)")
 
 

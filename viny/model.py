@@ -242,14 +242,25 @@ def _cfg(**kwargs) -> dict:
     }
 
 
-# timm looks up the default pretrained config of each registered model here.
-default_cfgs = generate_default_cfgs({"viny": _cfg(), "viny_test": _cfg(input_size=(3, 64, 64))})
+def _shipped_cfgs() -> dict:
+    from viny.pretrained import PRETRAINED_DIR, SHIPPED
+
+    return {f"viny.{name}": _cfg(file=str(PRETRAINED_DIR / f"viny_{name}.safetensors"), license="mit (weights); ImageNet terms (data)")
+            for name in SHIPPED}
+
+
+# timm looks up the default pretrained config of each registered model here; the tags are
+# the encoders shipped in viny/pretrained (timm.create_model("viny.simmim_imagenette9k", pretrained=True)).
+default_cfgs = generate_default_cfgs({"viny": _cfg(), **_shipped_cfgs(), "viny_test": _cfg(input_size=(3, 64, 64))})
 
 
 def _filter_fn(state_dict: dict, model: ViNy) -> dict:
-    """timm's ``pretrained_filter_fn`` hook: accept the authors' layout as well as viny's own."""
+    """timm's ``pretrained_filter_fn`` hook: accept the authors' layout, viny's own, and a
+    viny SimMIM file (its ``encoder.*`` part; decoder and mask token dropped)."""
     from viny.reference import convert_reference_state_dict, is_reference_layout
 
+    if any(k.startswith("encoder.") for k in state_dict):
+        state_dict = {k[len("encoder."):]: v for k, v in state_dict.items() if k.startswith("encoder.")}
     if is_reference_layout(state_dict):
         state_dict, _ = convert_reference_state_dict(state_dict)
     return state_dict

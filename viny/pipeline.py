@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Iterator
 
 from viny.config import TrainConfig, make_config
+from viny.errors import VinyError
 from viny.train import RESULTS, STATE, train
 
 __all__ = ["config_key", "run_in_store", "upstream_encoder"]
@@ -64,6 +65,7 @@ def upstream_encoder(
     pretrain: dict | None = None,
     intermediate_options: dict | None = None,
     data_root: str | None = None,
+    pretrain_source: str = "train",
     progress: bool = True,
 ) -> str | None:
     """Path of the encoder a downstream run starts from (``None``: random init).
@@ -73,10 +75,19 @@ def upstream_encoder(
     ``none`` or an intermediate task (``cls_intel``, ``cls_pets``, ``spatial``).
     ``pretrain`` / ``intermediate_options`` override the phases' other options (epochs,
     lr, ...). Upstream runs use ``seed``, so each seed has its own chain.
+    ``pretrain_source``: ``train`` (pre-train here, in the store) or ``shipped`` (start
+    from the encoder shipped in ``viny/pretrained`` for that many images, whose recipe must
+    match ``pretrain``: :func:`viny.pretrained.shipped_encoder`).
     """
     root = Path(data_root) if data_root else None
     encoder: str | None = None
-    if pretrain_images:
+    if pretrain_source not in ("train", "shipped"):
+        raise VinyError(f"pretrain_source must be train or shipped, got {pretrain_source!r}")
+    if pretrain_images and pretrain_source == "shipped":
+        from viny.pretrained import shipped_encoder
+
+        encoder = str(shipped_encoder(int(pretrain_images), model=model, seed=seed, **(pretrain or {})))
+    elif pretrain_images:
         cfg = make_config("pretrain", model=model, seed=seed, num_images=int(pretrain_images),
                           data=str(root / "imagenet-subset" / "train") if root else None, **(pretrain or {}))
         encoder = str(run_in_store(cfg, store, progress) / "encoder.safetensors")

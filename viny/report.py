@@ -130,6 +130,13 @@ def build_report(grid: str | Path, out: str | Path | None = None) -> Path:
                     "paired differences; <i>supported</i> / <i>contradicted</i> when the interval excludes zero, "
                     f"<i>inconclusive</i> otherwise.</p><table class='text'><tr><th>paper's claim</th><th>verdict</th><th>evidence (mIoU points)</th></tr>{rows}</table>")
 
+    if len(ft) and "encoder_source" in ft:
+        enc = (ft[["pretrain_images", "intermediate", "encoder_source"]].drop_duplicates()
+               .sort_values(["pretrain_images", "intermediate"]).rename(columns={"encoder_source": "where the encoder came from"}))
+        sections.append("<h2>Encoders</h2><p class='note'>The encoder each fine-tuning cell started from. <i>shipped</i>: "
+                        "viny/pretrained, whose model cards give the command, data, epochs and loss curve; <i>trained here</i>: "
+                        f"a run of this grid's store.</p>{_table(enc)}")
+
     if len(ft):
         charts["fig3"] = miou_vs_size(ft).to_dict()
         sections.append("<h2>Pre-training and fine-tuning data (Fig. 3)</h2><div id='fig3' class='chart'></div>"

@@ -120,7 +120,8 @@ def grid_work(grid) -> pd.DataFrame:
             seed = p.get("seed", 0) if p.get("upstream_seed", -1) < 0 else p["upstream_seed"]
             pre = int(p.get("pretrain_images", 0) or 0)
             pre_ep = p.get("pretrain_epochs", p.get("epochs", 0) if study == "simmim" else 0)
-            if pre and ("pretrain", pre, pre_ep, seed) not in upstream:
+            shipped = p.get("pretrain_source", "shipped") == "shipped"  # the notebooks' default
+            if pre and not shipped and ("pretrain", pre, pre_ep, seed) not in upstream:
                 upstream.add(("pretrain", pre, pre_ep, seed))
                 rows.append({"study": study, "phase": "pretrain", "image_steps": pre * pre_ep})
             tasks = []

@@ -1,0 +1,79 @@
+"""The report's verdicts on the paper's claims, from hand-made result tables."""
+
+import itertools
+import math
+
+import pandas as pd
+import pytest
+
+from viny.findings import findings
+from viny.stats import mean_interval, paired_difference, t_quantile_975
+
+
+def test_t_interval_by_hand():
+    iv = mean_interval([1.0, 2.0, 3.0])  # mean 2, sd 1, half-width t(0.975, 2) / sqrt(3) = 4.303 / 1.7321 = 2.4843
+    assert iv["mean"] == 2 and iv["std"] == 1 and iv["n"] == 3
+    assert iv["lo"] == pytest.approx(2 - 2.4843, abs=1e-4) and iv["hi"] == pytest.approx(2 + 2.4843, abs=1e-4)
+    assert math.isnan(mean_interval([5.0])["lo"]) and t_quantile_975(1) == 12.706
+    d = paired_difference(pd.Series([3.0, 5.0, 7.0], index=[0, 1, 2]), pd.Series([1.0, 2.0, 3.0, 9.0], index=[0, 1, 2, 3]))
+    assert d["n"] == 3 and d["mean"] == 3  # only seeds present in both
+
+
+def _table(gain_per_doubling_ft=(10.0, 5.0), pretrain_gain=(6.0, 4.0, 3.0), cls_drop=5.0, sizes=(100, 200, 400), pres=(0, 1000, 2000, 4000)):
+    """mIoU (in [0, 1]) = 30 + fine-tuning gains + pre-training gain (halved at each larger size) - CLS drop, plus seed offsets."""
+    rows = []
+    for p, inter, n, seed in itertools.product(pres, ["none", "cls_intel"], sizes, [0, 1, 2]):
+        k = sizes.index(n)
+        v = 30 + sum(gain_per_doubling_ft[:k])
+        if p:
+            v += sum(pretrain_gain[: pres.index(p)]) / 2**k
+        if inter == "cls_intel":
+            v -= cls_drop + seed  # drops of 5, 6, 7 points
+        v += 0.1 * seed * (k + 1)  # seeds differ a little, differently per size
+        rows.append({"study": "finetune", "status": "done", "pretrain_images": p, "intermediate": inter, "train_size": n, "seed": seed,
+                     "miou": v / 100})
+    return pd.DataFrame(rows)
+
+
+def _verdicts(table, grid_dir=None):
+    f = findings(table, grid_dir)
+    return dict(zip(f["claim"], f["verdict"])), dict(zip(f["claim"], f["evidence"]))
+
+
+def test_paper_like_results_support_the_claims():
+    v, ev = _verdicts(_table())
+    assert v["pretraining_small_data"] == "supported"
+    assert v["diminishing_finetune"] == "supported" and v["diminishing_pretrain"] == "supported"
+    assert v["cls_hurts"] == "supported"
+    # drops of 5, 6, 7 points per seed in every cell: mean -6, sd 1, t interval -6 -+ 2.48
+    assert "-6.00 [-8.48, -3.52] (n=3)" in ev["cls_hurts"]
+    assert v["spatial_probe"] == "inconclusive"  # no geometry study in the table
+
+
+def test_opposite_results_contradict_them():
+    v, _ = _verdicts(_table(pretrain_gain=(-6.0, -8.0, -12.0), cls_drop=-8.0))
+    assert v["pretraining_small_data"] == "contradicted" and v["cls_hurts"] == "contradicted"
+    v, _ = _verdicts(_table(gain_per_doubling_ft=(5.0, 10.0), pretrain_gain=(0.0, 0.0, 0.0)))
+    assert v["diminishing_finetune"] == "contradicted"  # the second doubling gains more
+    assert v["pretraining_small_data"] == "inconclusive"  # no gain at all
+
+
+def test_too_small_grids_are_inconclusive_and_say_why():
+    v, ev = _verdicts(_table(sizes=(100, 400), pres=(0, 1000)))
+    assert v["diminishing_finetune"] == "inconclusive" and "needs three or more levels" in ev["diminishing_finetune"]
+    assert v["diminishing_pretrain"] == "inconclusive"
+
+
+def test_spatial_probe_uses_the_label_free_intel_task_when_the_pets_one_is_absent(tmp_path):
+    cells = []
+    for seed in (0, 1, 2):
+        d = tmp_path / f"geo{seed}"
+        d.mkdir()
+        pd.DataFrame([{"encoder": "pretrained (SimMIM)", "layer": 12, "probe_accuracy": 0.70 + 0.01 * seed},
+                      {"encoder": "spatial intermediate (Intel, label-free)", "layer": 12, "probe_accuracy": 0.75 + 0.02 * seed}]
+                     ).to_csv(d / "geometry.csv", index=False)
+        cells.append({"study": "geometry", "status": "done", "seed": seed, "output_dir": str(d)})
+    v, ev = _verdicts(pd.concat([_table(), pd.DataFrame(cells)], ignore_index=True), tmp_path)
+    # differences 5, 6, 7 points: mean 6, interval 6 -+ 2.48
+    assert v["spatial_probe"] == "supported"
+    assert "spatial intermediate (Intel, label-free) minus pre-trained: +6.00 [+3.52, +8.48] (n=3)" in ev["spatial_probe"]

@@ -1,0 +1,135 @@
+"""The encoders shipped in viny/pretrained: export, model cards, loading, and that they are trained."""
+
+import hashlib
+
+import pandas as pd
+import pytest
+import timm
+import torch
+
+import viny.pretrained as P
+from viny.config import make_config
+from viny.data import load_image_folder
+from viny.data.augment import normalize, to_float
+from viny.errors import VinyError
+from viny.pipeline import upstream_encoder
+from viny.simmim import SimMIM, random_mask
+from viny.train import train
+from viny.weights import load_encoder
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("pre") / "run"
+    train(make_config("pretrain", model="viny_test", precision="fp32", batch_size=16, epochs=2, num_images=32), run, progress=False)
+    return run
+
+
+def _sha(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_export_writes_fp16_weights_card_and_sidecar(tiny_run, tmp_path):
+    path = P.export_pretrained(tiny_run, "simmim_tiny", folder=tmp_path, commit="abc1234")
+    assert path == tmp_path / "viny_simmim_tiny.safetensors"
+    facts = P.card("simmim_tiny", tmp_path)
+    assert facts["sha256"] == _sha(path) and facts["commit"] == "abc1234" and facts["dtype"] == "float16"
+    assert facts["config"]["num_images"] == 32 and facts["loss_curve"]["epoch"] == [1, 2]
+    # the command reproduces the run's non-default options, and nothing volatile
+    cmd = facts["command"]
+    assert cmd.startswith("viny pretrain --epochs 2") and "--num-images 32" in cmd and "--model viny_test" in cmd
+    assert "--batch-size 16" in cmd and "--precision" not in cmd and "--lr" not in cmd
+    md = (tmp_path / "simmim_tiny.md").read_text()
+    assert facts["sha256"] in md and cmd in md and "| 2 |" in md
+    # fp16 on disk, fp32 when loaded, equal to the run's encoder to fp16 rounding
+    enc, ref = P.load_pretrained("simmim_tiny", folder=tmp_path), load_encoder(tiny_run / "encoder.safetensors")
+    for (k, a), (k2, b) in zip(enc.state_dict().items(), ref.state_dict().items()):
+        assert k == k2 and a.dtype == torch.float32
+        torch.testing.assert_close(a, b, rtol=2e-3, atol=1e-4)
+    assert isinstance(P.load_pretrained("simmim_tiny", decoder=True, folder=tmp_path), SimMIM)
+    with pytest.raises(VinyError, match="simmim_tiny"):
+        P.weights_path("nope", tmp_path)
+
+
+def test_export_refuses_unfinished_or_non_simmim_runs(tmp_path, tiny_run):
+    with pytest.raises(VinyError, match="not a finished"):
+        P.export_pretrained(tmp_path, "x", folder=tmp_path / "out")
+
+
+def test_describe_encoder_follows_the_chain(tiny_run):
+    assert P.describe_encoder(None) == "random init"
+    assert P.describe_encoder(tiny_run / "encoder.safetensors") == "SimMIM, 32 images, 2 ep (trained here)"
+    results, curve, simmim = P.pretraining_record(tiny_run / "encoder.safetensors")
+    assert results["phase"] == "pretrain" and list(curve["epoch"]) == [1, 2] and simmim.name == "model.safetensors"
+
+
+@pytest.mark.parametrize("name", list(P.SHIPPED))
+def test_shipped_file_matches_its_card(name):
+    path = P.weights_path(name)
+    facts = P.card(name)
+    assert _sha(path) == facts["sha256"], f"{path} differs from its model card; re-export it"
+    assert facts["config"]["num_images"] == P.SHIPPED[name] and facts["config"]["model"] == "viny"
+    curve = pd.DataFrame(facts["loss_curve"])
+    assert len(curve) == facts["config"]["epochs"] and curve["train_loss"].iloc[-1] < curve["train_loss"].iloc[0]
+    assert (P.PRETRAINED_DIR / f"{name}.md").is_file()
+
+
+@pytest.mark.parametrize("name", list(P.SHIPPED))
+def test_shipped_encoder_loads_through_timm_and_is_trained(name):
+    enc = P.load_pretrained(name)
+    via_timm = timm.create_model(f"viny.{name}", pretrained=True)
+    for a, b in zip(enc.state_dict().values(), via_timm.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    # reconstructs masked patches of held images far better than a random SimMIM does
+    images = normalize(to_float(torch.from_numpy(load_image_folder(None, num_images=64, progress=False).images[:])))
+    mask = random_mask(64, 64, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        trained = P.load_pretrained(name, decoder=True)(images, mask=mask)[0].item()
+        torch.manual_seed(0)
+        random = SimMIM(timm.create_model("viny")).eval()(images, mask=mask)[0].item()
+    assert trained < random - 0.1, (trained, random)
+    assert abs(trained - P.card(name)["metrics"]["final_train_loss"]) < 0.15
+
+
+def test_shipped_sizes_are_nested_subsets_of_one_permutation():
+    configs = [P.card(n)["config"] for n in P.SHIPPED]
+    assert [c["num_images"] for c in configs] == sorted(P.SHIPPED.values())
+    assert len({(c["subset_seed"], c["epochs"], c["lr"], c["seed"]) for c in configs}) == 1
+
+
+def test_upstream_encoder_uses_the_shipped_file_and_checks_the_recipe(tmp_path):
+    epochs = P.card("simmim_imagenette2k")["config"]["epochs"]
+    path = upstream_encoder(tmp_path, 2368, "none", pretrain={"epochs": epochs}, pretrain_source="shipped")
+    assert path == str(P.weights_path("simmim_imagenette2k")) and not any(tmp_path.iterdir())
+    assert P.describe_encoder(path).startswith("shipped simmim_imagenette2k (SimMIM, 2,368 images")
+    with pytest.raises(VinyError, match=f"epochs={epochs}, not 3"):
+        upstream_encoder(tmp_path, 2368, "none", pretrain={"epochs": 3}, pretrain_source="shipped")
+    with pytest.raises(VinyError, match="shipped: 2368, 4734, 9469"):
+        upstream_encoder(tmp_path, 1000, "none", pretrain_source="shipped")
+    with pytest.raises(VinyError, match="seed=0, not 1"):
+        upstream_encoder(tmp_path, 2368, "none", seed=1, pretrain_source="shipped")
+    with pytest.raises(VinyError, match="not 'viny_test'"):
+        upstream_encoder(tmp_path, 2368, "none", model="viny_test", pretrain_source="shipped")
+    with pytest.raises(VinyError, match="train or shipped"):
+        upstream_encoder(tmp_path, 2368, "none", pretrain_source="download")
+
+
+def test_publish_copies_report_and_tables(tmp_path):
+    from viny.demo import check_data_root, publish, run_demo
+
+    grid = tmp_path / "staged"
+    grid.mkdir()
+    (grid / "report.html").write_text("<html>report</html>")
+    pd.DataFrame([{"study": "finetune", "cell": "a", "status": "done", "miou": 0.5, "output_dir": "/abs/path", "encoder_source": "random init"}]
+                 ).to_parquet(grid / "results.parquet")
+    dest = publish(grid, tmp_path / "results" / "staged", command="viny demo --scale staged")
+    assert (dest / "report.html").read_text() == "<html>report</html>"
+    table = pd.read_csv(dest / "results.csv")
+    assert list(table.columns) == ["study", "cell", "status", "miou", "encoder_source"]  # no machine paths
+    assert "viny demo --scale staged" in (dest / "README.md").read_text()
+    with pytest.raises(VinyError, match="no report.html"):
+        publish(tmp_path / "results", tmp_path / "x")
+    with pytest.raises(VinyError, match="imagenet-subset/train, intel-image-classification, oxford-iiit-pet"):
+        check_data_root(tmp_path)
+    with pytest.raises(VinyError, match="--data-root"):
+        run_demo(tmp_path / "out", scale="staged")
