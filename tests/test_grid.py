@@ -97,6 +97,8 @@ def test_grid_work_counts_shared_upstream_runs_once():
     # intermediate cls_intel on the 360 shipped Intel images, for {random, 2368, 9469}, plus spatial
     # (398 Pets images outside the 200 held out) in the intermediate study, and spatial_intel in geometry
     assert by["intermediate"] == 3 * 360 * 8 + 398 * 8 + 360 * 8
+    own = grid_work(load_grid(Path(__file__).resolve().parents[1] / "params" / "demo_pretrain.yaml"))
+    assert own.groupby("phase")["image_steps"].sum()["pretrain"] == 1000 * 8  # viny demo --pretrain: one run, shared
     staged = grid_work(load_grid(Path(__file__).resolve().parents[1] / "params" / "staged.yaml"))
     assert staged.groupby("phase")["image_steps"].sum()["pretrain"] == (2368 + 4734 + 9469) * 25  # trained, each once
     est = estimate(work, {"pretrain": 100.0, "intermediate": 100.0, "finetune": 100.0, "evaluate": 1000.0}, kernel_seconds=5)

@@ -81,7 +81,7 @@ def test_shipped_encoder_loads_through_timm_and_is_trained(name):
     for a, b in zip(enc.state_dict().values(), via_timm.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     # reconstructs masked patches of held images far better than a random SimMIM does
-    images = normalize(to_float(torch.from_numpy(load_image_folder(None, num_images=64, progress=False).images[:])))
+    images = normalize(to_float(torch.tensor(load_image_folder(None, num_images=64, progress=False).images[:])))
     mask = random_mask(64, 64, 32, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         trained = P.load_pretrained(name, decoder=True)(images, mask=mask)[0].item()

@@ -115,6 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
                            "(the reference results, params/staged.yaml: needs --data-root; about 2 hours on 2 cores)")
     demo.add_argument("--data-root", type=Path, default=None,
                       help="folder with imagenet-subset/train, intel-image-classification, oxford-iiit-pet (default: the shipped sample)")
+    demo.add_argument("--pretrain", action="store_true",
+                      help="pre-train here on the shipped sample (params/demo_pretrain.yaml) instead of starting from the shipped encoders")
     demo.add_argument("--publish", type=Path, default=None, help="when done, copy report.html, results.csv, summary.csv there (e.g. results/staged)")
     demo.add_argument("--executor", choices=("local", "ray"), default="local")
     demo.add_argument("--jobs", type=int, default=1)
@@ -236,7 +238,7 @@ def _run_demo(args) -> int:
     from viny.demo import run_demo
 
     run_demo(args.out, scale=args.scale, executor=args.executor, jobs=args.jobs, progress=not args.quiet,
-             data_root=args.data_root, publish_to=args.publish)
+             data_root=args.data_root, publish_to=args.publish, pretrain=args.pretrain)
     return 0
 
 

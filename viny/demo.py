@@ -93,12 +93,18 @@ at commit {_git_commit(Path(__file__).resolve().parents[1])}, {done} of {len(tab
 
 
 def run_demo(out: str | Path | None = None, scale: str = "demo", executor: str = "local", jobs: int = 1, progress: bool = True,
-             data_root: str | Path | None = None, publish_to: str | Path | None = None) -> Path:
+             data_root: str | Path | None = None, publish_to: str | Path | None = None, pretrain: bool = False) -> Path:
     """Run (or finish) the demo grid and build its report; returns the report's path.
 
     ``data_root`` points every notebook at the full data sets (required for ``staged``);
-    ``publish_to`` copies report and tables there when the grid is done (:func:`publish`).
+    ``publish_to`` copies report and tables there when the grid is done (:func:`publish`);
+    ``pretrain`` runs ``params/demo_pretrain.yaml`` (pre-training here on the shipped
+    sample) instead of starting from the shipped encoders.
     """
+    if pretrain:
+        if scale != "demo":
+            raise VinyError(f"--pretrain goes with --scale demo (the {scale} grid sets its own pre-training)")
+        scale = "demo_pretrain"
     from viny.grid import load_grid, notebook_parameters, run_grid
     from viny.report import build_report
 

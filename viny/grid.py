@@ -230,7 +230,8 @@ def run_cell(cell: Cell, threads: int | None = None, retries: int = 3, timeout: 
 
 
 def _run_local(cells: list[Cell], jobs: int, progress) -> list[dict]:
-    threads = max(1, (os.cpu_count() or 1) // max(1, jobs))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)  # honours taskset / cpusets
+    threads = max(1, cores // max(1, jobs))
     if jobs <= 1:
         return [progress(run_cell(c, threads)) for c in cells]
     records = []

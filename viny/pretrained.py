@@ -135,7 +135,7 @@ stored in fp16. Load it with `viny.load_pretrained("{name}")` (encoder) or
   mask ratio {cfg['mask_ratio']}, L1 on masked patches), for **{cfg['epochs']} epochs** instead of 100, with the LR
   milestones moved to the same fractions ({', '.join(map(str, cfg['milestones']))}; x{cfg['gamma']:g}). Precision: {meta['runtime'].get('precision')} autocast on {meta['runtime'].get('device')}.
 - **Command**: `{meta['command']}`
-- **Result**: final training L1 {res['final_train_loss']:.4f}; L1 on {res.get('eval_images', '?')} images with fixed masks {res.get('eval_l1', float('nan')):.4f}.
+- **Result**: final training L1 {res['final_train_loss']:.4f}; L1 on {res.get('eval_images', '?')} of its training images (un-augmented, fixed masks) {res.get('eval_l1', float('nan')):.4f}.
 - **Trained with**: viny {meta['runtime'].get('viny_version')}, commit {meta['commit']}; training time {meta['train_minutes']:.0f} min.
 - **File**: `viny_{name}.safetensors`, sha256 `{meta['sha256']}`.
 - **Licence**: weights MIT (as viny). Imagenette is a subset of ImageNet ILSVRC-2012, whose terms

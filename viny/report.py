@@ -191,9 +191,14 @@ def build_report(grid: str | Path, out: str | Path | None = None) -> Path:
     sim_rows = done[done["study"] == "simmim"]
     if len(sim_rows):
         sections.append("<h2>SimMIM reconstructions (Fig. 2)</h2>" + _img(Path(sim_rows.iloc[0]["output_dir"]) / "reconstructions.png", "reconstructions"))
-    nbs = "".join(f"<li>{html.escape(r.study)}/{html.escape(r.cell)}: <code>{html.escape(str(Path(r.output_dir) / 'notebook.ipynb'))}</code> "
+    def where(cell_dir: str) -> str:  # relative to the grid folder, so a published report names no machine paths
+        path = Path(cell_dir) / "notebook.ipynb"
+        return str(path.relative_to(grid.resolve())) if path.is_relative_to(grid.resolve()) else str(path)
+
+    nbs = "".join(f"<li>{html.escape(r.study)}/{html.escape(r.cell)}: <code>{html.escape(where(r.output_dir))}</code> "
                   f"({html.escape(str(r.status))})</li>" for r in table.itertuples())
-    sections.append(f"<h2>Executed notebooks</h2><ul class='note'>{nbs}</ul>")
+    sections.append(f"<h2>Executed notebooks</h2><p class='note'>Paths relative to the grid folder <code>{html.escape(grid.name)}/</code>."
+                    f"</p><ul class='note'>{nbs}</ul>")
 
     bundle = vlc.javascript_bundle()
     script = ("window.vinyViews={};window.vinyErrors=[];const specs=" + json.dumps(charts).replace("</", "<\\/") + ";"
