@@ -102,6 +102,8 @@ def test_upstream_encoder_uses_the_shipped_file_and_checks_the_recipe(tmp_path):
     path = upstream_encoder(tmp_path, 2368, "none", pretrain={"epochs": epochs}, pretrain_source="shipped")
     assert path == str(P.weights_path("simmim_imagenette2k")) and not any(tmp_path.iterdir())
     assert P.describe_encoder(path).startswith("shipped simmim_imagenette2k (SimMIM, 2,368 images")
+    results, curve, simmim = P.pretraining_record(path)  # what notebooks 02 and 03 show for a shipped encoder
+    assert results["final_train_loss"] == curve["train_loss"].iloc[-1] and len(curve) == epochs and simmim == P.weights_path("simmim_imagenette2k")
     with pytest.raises(VinyError, match=f"epochs={epochs}, not 3"):
         upstream_encoder(tmp_path, 2368, "none", pretrain={"epochs": 3}, pretrain_source="shipped")
     with pytest.raises(VinyError, match="shipped: 2368, 4734, 9469"):
