@@ -78,7 +78,10 @@ def publish(grid_out: str | Path, dest: str | Path, command: str = "") -> Path:
         if (grid_out / name).is_file():
             with atomic_path(dest / name) as tmp:
                 shutil.copyfile(grid_out / name, tmp)
+    from viny.findings import findings, findings_markdown
+
     done = table["status"].eq("done").sum()
+    verdicts = findings_markdown(findings(table, grid_out)) if "output_dir" in table else "(no cell folders to read)"
     atomic_write_text(dest / "README.md", f"""# Reference results: {grid_out.name}
 
 Made by `{command or 'viny demo --scale ' + grid_out.name + ' --data-root PATH --publish ' + str(dest)}`
@@ -88,6 +91,10 @@ at commit {_git_commit(Path(__file__).resolve().parents[1])}, {done} of {len(tab
 - `results.csv`: one row per grid cell (scores of the fine-tuning cells: dataset-level `miou`,
   `pixel_accuracy`; the paper's per-image `paper_miou`, `paper_pixel_accuracy`; where each encoder came from).
 - `summary.csv`: mean and std over seeds per (pre-training images, intermediate, training images).
+
+## The paper's findings at this scale (computed from the results, as in the report)
+
+{verdicts}
 """)
     return dest
 
