@@ -81,7 +81,8 @@ def publish(grid_out: str | Path, dest: str | Path, command: str = "") -> Path:
     from viny.findings import findings, findings_markdown
 
     done = table["status"].eq("done").sum()
-    verdicts = findings_markdown(findings(table, grid_out)) if "output_dir" in table else "(no cell folders to read)"
+    needed = {"study", "output_dir", "pretrain_images", "intermediate", "train_size", "seed"}
+    verdicts = findings_markdown(findings(table, grid_out)) if needed <= set(table) else "(this grid has no fine-tuning study to judge)"
     atomic_write_text(dest / "README.md", f"""# Reference results: {grid_out.name}
 
 Made by `{command or 'viny demo --scale ' + grid_out.name + ' --data-root PATH --publish ' + str(dest)}`
