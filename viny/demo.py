@@ -65,6 +65,7 @@ def publish(grid_out: str | Path, dest: str | Path, command: str = "") -> Path:
     import shutil
 
     from viny.files import atomic_write_text
+    from viny.findings import findings, findings_markdown
     from viny.report import _git_commit
 
     grid_out, dest = Path(grid_out), Path(dest)
@@ -78,8 +79,6 @@ def publish(grid_out: str | Path, dest: str | Path, command: str = "") -> Path:
         if (grid_out / name).is_file():
             with atomic_path(dest / name) as tmp:
                 shutil.copyfile(grid_out / name, tmp)
-    from viny.findings import findings, findings_markdown
-
     done = table["status"].eq("done").sum()
     needed = {"study", "output_dir", "pretrain_images", "intermediate", "train_size", "seed"}
     verdicts = findings_markdown(findings(table, grid_out)) if needed <= set(table) else "(this grid has no fine-tuning study to judge)"
