@@ -1,6 +1,6 @@
 """Throughput of viny's training phases and data pipeline on this machine.
 
-    .venv/bin/python benchmarks/throughput.py [--steps 6] [--batch-size 64] [--precision fp32 bf16]
+    .venv/bin/python benchmarks/throughput.py [--steps 6] [--batch-size 64] [--precision fp32 bf16] [--compile]
 
 Prints images/s of
 * each phase's full training step (data gather + augmentation + forward + backward +
@@ -12,14 +12,16 @@ Prints images/s of
 * the model FLOPs utilisation of the default fine-tuning step: FLOPs counted from the
   model (torch's FlopCounterMode, attention included) x images/s, over the device's
   peak (CPU: a measured large bf16 matmul; CUDA: --peak-tflops);
-* the data pipeline: decoding the JPEGs again (what a PIL loader pays every epoch) vs
-  serving augmented batches from the uint8 cache.
+* the data pipeline: decoding the JPEGs again (what a PIL loader pays every epoch; the
+  shipped downsized JPEGs and full-size ones) vs gathering from the uint8 cache, the
+  augmentation both pay, and the share of a training step spent on data.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -53,7 +55,7 @@ def time_plain_finetune(steps: int, batch: int, device) -> float:
         for i in torch.randint(len(names), (batch,), generator=gen).tolist():
             im = load_rgb(root / "images" / f"{names[i]}.jpg")
             tri = load_trimap(root / "annotations" / "trimaps" / f"{names[i]}.png", im.size)
-            xs.append(torch.from_numpy(np.asarray(im.resize((128, 128), Image.Resampling.NEAREST))))
+            xs.append(torch.from_numpy(np.array(im.resize((128, 128), Image.Resampling.NEAREST))))
             ys.append(torch.from_numpy(np.asarray(tri.resize((128, 128), Image.Resampling.NEAREST)).astype(np.int64) - 1))
         x = A.to_float(torch.stack(xs)).to(device)
         loss = segmentation_loss(model(x), torch.stack(ys).to(device))
@@ -93,25 +95,55 @@ def cpu_peak_flops(dtype=torch.bfloat16) -> float:
     return 10 * 2 * 2048**3 / (time.perf_counter() - t)
 
 
-def time_data(n: int, batch: int) -> tuple[float, float]:
+def time_data(n: int, batch: int) -> dict[str, float]:
+    """Images/s of each part of serving training data:
+
+    * ``decode``: decode + resize the shipped JPEGs (what a PIL loader pays every epoch);
+    * ``decode_full``: the same for JPEGs at the full data set's typical size (the
+      shipped images are downsized; here they are upscaled to 500x375 and re-encoded);
+    * ``gather``: a batch from the uint8 cache (what viny pays instead);
+    * ``augment``: flip + contrast + normalisation of a batch (paid by both paths).
+
+    Decoding runs on one thread (Pillow decodes on one; the authors' loader has no
+    workers); gathering and augmentation on the threads training uses.
+    """
+    import tempfile
+
+    from PIL import Image
+
     pets = load_pets(progress=False)
-    root = sample_root() / "oxford-iiit-pet" / "images"
-    files = sorted(root.glob("*.jpg"))[:n]
+    files = sorted((sample_root() / "oxford-iiit-pet" / "images").glob("*.jpg"))[:n]
+    rates = {}
     t = time.perf_counter()
     for f in files:
         resize_rgb(load_rgb(f), 128)
-    cold = len(files) / (time.perf_counter() - t)
+    rates["decode"] = len(files) / (time.perf_counter() - t)
+    with tempfile.TemporaryDirectory() as tmp:
+        full = []
+        for f in files[:50]:
+            full.append(Path(tmp) / f.name)
+            load_rgb(f).resize((500, 375), Image.Resampling.BICUBIC).save(full[-1], quality=90)
+        t = time.perf_counter()
+        for f in full:
+            resize_rgb(load_rgb(f), 128)
+        rates["decode_full"] = len(full) / (time.perf_counter() - t)
     gen = torch.Generator().manual_seed(0)
-    images = pets.arrays.images
+    images, targets = pets.arrays.images, pets.arrays.targets
+    batches = [np.sort(torch.randint(len(images), (batch,), generator=gen).numpy()) for _ in range(20)]
     t = time.perf_counter()
-    served = 0
-    while served < 20 * batch:
-        idx = np.sort(torch.randint(len(images), (batch,), generator=gen).numpy())
-        x = A.to_float(torch.from_numpy(np.ascontiguousarray(images[idx])))
-        x = A.normalize(A.random_contrast(A.random_hflip(x, gen), 0.3, gen))
-        served += batch
-    cached = served / (time.perf_counter() - t)
-    return cold, cached
+    served = [(torch.from_numpy(np.ascontiguousarray(images[i])), torch.from_numpy(np.ascontiguousarray(targets[i]))) for i in batches]
+    rates["gather"] = len(batches) * batch / (time.perf_counter() - t)
+
+    def augment(x, y):  # as viny's fine-tuning step does
+        x, y = A.random_hflip(x, gen, y, width_dim=2)
+        return A.normalize(A.random_contrast(A.to_float(x), 0.3, gen)), y.long()
+
+    augment(*served[0])
+    t = time.perf_counter()
+    for x, y in served:
+        augment(x, y)
+    rates["augment"] = len(batches) * batch / (time.perf_counter() - t)
+    return rates
 
 
 def main() -> None:
@@ -120,6 +152,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--precision", nargs="+", default=["fp32", "bf16"])
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--compile", action="store_true", help="also time the default fine-tuning step under torch.compile (about a minute to compile on CPU)")
     ap.add_argument("--peak-tflops", type=float, default=989.0, help="CUDA peak (default: H100 bf16 dense)")
     args = ap.parse_args()
     device = resolve_device(args.device)
@@ -141,13 +174,25 @@ def main() -> None:
     fast = time_train_step("finetune", args.steps, args.batch_size, args.device, default_prec, **phases["finetune (segmentation)"][1])
     print(f"plain (authors' path: fp32, PIL decode per step) finetune step {plain:8.1f} images/s")
     print(f"viny default ({default_prec}, cached data)           finetune step {fast:8.1f} images/s  ({fast / plain:.2f}x)")
+    if args.compile:
+        compiled = time_train_step("finetune", args.steps, args.batch_size, args.device, default_prec, compile=True, **phases["finetune (segmentation)"][1])
+        print(f"viny default + torch.compile                       finetune step {compiled:8.1f} images/s  ({compiled / plain:.2f}x)")
     fpi = flops_per_image(device)
     peak = args.peak_tflops * 1e12 if device.type == "cuda" else cpu_peak_flops()
     print(f"model FLOPs per training image {fpi / 1e9:.2f} GFLOP; achieved {fpi * fast / 1e9:.0f} GFLOP/s; "
           f"peak {peak / 1e9:.0f} GFLOP/s ({'given' if device.type == 'cuda' else 'measured bf16 matmul'}); MFU {100 * fpi * fast / peak:.0f}%")
-    cold, cached = time_data(200, args.batch_size)
-    print(f"data  decode JPEG + resize (1 thread)      {cold:8.1f} images/s")
-    print(f"data  cached uint8 + augmentation           {cached:8.1f} images/s  ({cached / cold:.0f}x)")
+    d = time_data(200, args.batch_size)
+
+    def epoch(*parts):  # images/s of an epoch whose every image pays each part in turn
+        return 1 / sum(1 / d[p] for p in parts)
+
+    print(f"data  decode + resize (1 thread), shipped JPEGs {d['decode']:9.0f} images/s; full-size (500x375) {d['decode_full']:9.0f}")
+    print(f"data  uint8 cache gather                        {d['gather']:9.0f} images/s  ({d['gather'] / d['decode']:.0f}x / {d['gather'] / d['decode_full']:.0f}x decoding)")
+    print(f"data  augmentation                              {d['augment']:9.0f} images/s  (both paths pay it)")
+    cached = epoch("gather", "augment")
+    print(f"data  an epoch's data, cached {cached:.0f} images/s vs decoding again {epoch('decode', 'augment'):.0f} ({cached / epoch('decode', 'augment'):.1f}x), "
+          f"full-size {epoch('decode_full', 'augment'):.0f} ({cached / epoch('decode_full', 'augment'):.1f}x); "
+          f"data is {100 * fast / cached:.1f} % of viny's default fine-tuning step")
 
 
 if __name__ == "__main__":

@@ -168,6 +168,22 @@ def test_cache_decodes_once_and_notices_changed_files(pets_root, tmp_path, monke
     assert not [p for p in cache.iterdir() if p.name.startswith(".")]  # no half-built folder left
 
 
+def test_cached_batch_equals_decoding_the_files_again(tmp_path):
+    """The fast data path changes speed, not data: what the uint8 cache serves equals decoding
+    each image and trimap again with plain PIL, as the authors' loader does every step."""
+    from viny.data.datasets import sample_root
+
+    pets = load_pets(size=64, cache_dir=tmp_path, progress=False)
+    root = sample_root() / "oxford-iiit-pet"
+    for i in (0, 311, len(pets.names) - 1):
+        with Image.open(root / "images" / f"{pets.names[i]}.jpg") as im:
+            image = np.asarray(im.convert("RGB").resize((64, 64), Image.Resampling.BILINEAR))
+        with Image.open(root / "annotations" / "trimaps" / f"{pets.names[i]}.png") as tri:
+            target = np.asarray(tri.resize((64, 64), Image.Resampling.NEAREST)).astype(np.int64) - 1
+        assert np.array_equal(pets.arrays.images[i], image)
+        assert np.array_equal(pets.arrays.targets[i], target)
+
+
 # ---------------------------------------------------------------- augmentation
 
 
@@ -180,6 +196,15 @@ def test_hflip_flips_image_and_target_together():
         flipped = not torch.equal(xf[i], x[i])
         assert torch.equal(xf[i], x[i].flip(-1) if flipped else x[i])
         assert torch.equal(yf[i], y[i].flip(-1) if flipped else y[i])
+
+
+def test_hflip_before_to_float_is_the_same_as_after():
+    u8 = torch.randint(0, 256, (16, 8, 8, 3), dtype=torch.uint8)
+    y = torch.randint(0, 3, (16, 8, 8), dtype=torch.uint8)
+    after = A.random_hflip(A.to_float(u8), torch.Generator().manual_seed(4), y.long())
+    before = A.random_hflip(u8, torch.Generator().manual_seed(4), y, width_dim=2)
+    assert 0 < sum(not torch.equal(a, b) for a, b in zip(after[0], A.to_float(u8))) < 16  # some flipped, some not
+    assert torch.equal(after[0], A.to_float(before[0])) and torch.equal(after[1], before[1].long())
 
 
 def test_contrast_matches_torchvision():

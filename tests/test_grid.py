@@ -82,6 +82,36 @@ def test_local_grid_with_two_workers(tmp_path):
     assert (table["status"] == "done").all() and sorted(table["y"]) == [1, 9, 16]
 
 
+def test_a_study_that_reads_the_grid_reruns_when_other_cells_change(tmp_path, monkeypatch):
+    import viny.grid as G
+    from viny.files import atomic_write_json
+
+    (tmp_path / "notebooks").mkdir()
+    (tmp_path / "notebooks" / "nb.py").write_text(NOTEBOOK)
+    (tmp_path / "notebooks" / "summary.py").write_text('# %% tags=["parameters"]\ngrid_dir: str = ""\noutput_dir: str = ""\n')
+    runs = []
+
+    def fake_run_cell(cell, threads=None):  # the bookkeeping only; papermill is tested above
+        runs.append(cell.study)
+        record = {"status": "done", "study": cell.study, "cell": cell.id, "params": cell.params}
+        atomic_write_json(G.Path(cell.dir) / "status.json", record)
+        return record
+
+    monkeypatch.setattr(G, "run_cell", fake_run_cell)
+
+    def grid(xs):
+        (tmp_path / "g.yaml").write_text(f"name: t\nout: out\nstudies:\n  s:\n    notebook: notebooks/nb.py\n    axes: {{x: {xs}}}\n"
+                                         "  summary:\n    notebook: notebooks/summary.py\n")
+        return load_grid(tmp_path / "g.yaml")
+
+    run_grid(grid([1, 3]), quiet=True)
+    assert runs == ["s", "s", "summary"]
+    run_grid(grid([1, 3]), quiet=True)  # nothing changed: nothing runs
+    assert runs == ["s", "s", "summary"]
+    run_grid(grid([1, 3, 4]), quiet=True)  # a new cell: the summary is stale and runs again
+    assert runs == ["s", "s", "summary", "s", "summary"]
+
+
 def test_grid_work_counts_shared_upstream_runs_once():
     from pathlib import Path
 

@@ -83,6 +83,17 @@ def test_resume_equals_uninterrupted(tmp_path, monkeypatch, phase, extra):
     assert [r["train_loss"] for r in metrics(tmp_path / "cut")] == [r["train_loss"] for r in metrics(tmp_path / "full")]
 
 
+def test_compiled_training_matches_eager_in_fp32(tmp_path):
+    """torch.compile changes speed, not science: the same run with compiled training steps
+    gives the same losses and scores (fp32, to rounding)."""
+    cfg = dict(epochs=2, train_size=32, test_size=32, seed=1, **TINY)
+    eager = T.train(make_config("finetune", **cfg), tmp_path / "eager", progress=False)
+    compiled = T.train(make_config("finetune", compile=True, **cfg), tmp_path / "compiled", progress=False)
+    losses = [[float(r["train_loss"]) for r in metrics(tmp_path / run)] for run in ("eager", "compiled")]
+    assert losses[1] == pytest.approx(losses[0], rel=1e-5)
+    assert compiled["miou"] == pytest.approx(eager["miou"], abs=1e-3)
+
+
 def test_resume_needs_a_checkpoint_and_the_same_options(tmp_path):
     cfg = make_config("finetune", epochs=1, train_size=16, test_size=16, **TINY)
     with pytest.raises(VinyError, match="has no checkpoint"):
@@ -91,6 +102,9 @@ def test_resume_needs_a_checkpoint_and_the_same_options(tmp_path):
     other = make_config("finetune", epochs=1, train_size=16, test_size=16, lr=0.1, **TINY)
     with pytest.raises(VinyError, match="options differ"):
         T.train(other, tmp_path / "r", resume=True, progress=False)
+    # runtime options (speed and bookkeeping, not results) may change on resume
+    faster = make_config("finetune", epochs=1, train_size=16, test_size=16, eval_batch_size=4, checkpoint_every=3, **TINY)
+    T.train(faster, tmp_path / "r", resume=True, progress=False)
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):

@@ -21,7 +21,12 @@ from typing import Any, Literal
 
 from viny.errors import VinyError
 
-__all__ = ["TrainConfig", "PretrainConfig", "IntermediateConfig", "FinetuneConfig", "PHASES", "PRESETS", "make_config", "config_from_dict", "scale_milestones"]
+__all__ = ["TrainConfig", "PretrainConfig", "IntermediateConfig", "FinetuneConfig", "PHASES", "PRESETS", "make_config", "config_from_dict", "scale_milestones", "RUNTIME_OPTIONS"]
+
+
+# options that change how fast a run goes or what it keeps, not what it computes (up to
+# rounding): left out of the store's run keys, and free to differ when a run is resumed
+RUNTIME_OPTIONS = frozenset({"device", "precision", "compile", "cache_dir", "checkpoint_every", "eval_batch_size", "save_encoder_every"})
 
 
 @dataclass
@@ -45,6 +50,7 @@ class TrainConfig:
     normalize: bool = True  # ImageNet mean/std on the input
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on CUDA and on CPUs with bf16 units
     device: str = "auto"
+    compile: bool = False  # torch.compile the model for training steps (inductor); pays on long runs, first steps slower
     checkpoint_every: int = 1  # epochs between resume checkpoints
     save_encoder_every: int = 0  # also keep encoder snapshots every N epochs (0: only the final one)
     eval_batch_size: int = 256

@@ -69,6 +69,7 @@ def publish(grid_out: str | Path, dest: str | Path, command: str = "") -> Path:
     from viny.report import _git_commit
 
     grid_out, dest = Path(grid_out), Path(dest)
+    commit = _git_commit(Path(__file__).resolve().parents[1])  # before writing: the files below would make the tree dirty
     if not (grid_out / "report.html").is_file():
         raise VinyError(f"{grid_out} has no report.html to publish; run the grid and `viny report` first")
     dest.mkdir(parents=True, exist_ok=True)
@@ -85,7 +86,7 @@ def publish(grid_out: str | Path, dest: str | Path, command: str = "") -> Path:
     atomic_write_text(dest / "README.md", f"""# Reference results: {grid_out.name}
 
 Made by `{command or 'viny demo --scale ' + grid_out.name + ' --data-root PATH --publish ' + str(dest)}`
-at commit {_git_commit(Path(__file__).resolve().parents[1])}, {done} of {len(table)} grid cells done.
+at commit {commit}, {done} of {len(table)} grid cells done.
 
 - `report.html`: the report (open in a browser; self-contained, no network needed).
 - `results.csv`: one row per grid cell (scores of the fine-tuning cells: dataset-level `miou`,

@@ -20,7 +20,9 @@ written by the notebook, ``status.json``); ``output_dir`` (the cell folder),
 after each, the cells' metrics and papermill metadata are joined into
 ``<out>/results.parquet`` (one row per cell, parameters as columns).
 
-Rerunning skips finished cells, so a killed grid continues where it stopped; a failing
+Rerunning skips finished cells, so a killed grid continues where it stopped (a study
+whose notebook reads the whole grid, i.e. declares ``grid_dir``, runs again whenever
+another cell has changed since it ran, so its summary is never stale); a failing
 cell is recorded with its error and the others go on (``--retry-failed`` runs failed
 cells again). Executors: ``local`` (bounded worker processes, each kernel with its own
 IPython folder, kernel starts retried) and ``ray`` (one Ray task per cell, one GPU per
@@ -180,15 +182,27 @@ def expand(grid: Grid) -> dict[str, list[Cell]]:
     return out
 
 
+def _status_record(cell: Cell) -> dict:
+    try:
+        return json.loads((Path(cell.dir) / "status.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def _grid_fingerprint(all_cells: dict[str, list[Cell]], study: str) -> str:
+    """What a cell that reads the whole grid sees: every other study's cells and when each last finished."""
+    h = hashlib.sha256()
+    for name, cells in all_cells.items():
+        if name != study:
+            for c in cells:
+                p = Path(c.dir) / "status.json"
+                h.update(f"{c.dir}:{p.stat().st_mtime_ns if p.is_file() else '-'};".encode())
+    return h.hexdigest()[:16]
+
+
 def cell_status(cell: Cell) -> str:
     """``done``, ``failed`` or ``pending``."""
-    p = Path(cell.dir) / "status.json"
-    if not p.is_file():
-        return "pending"
-    try:
-        st = json.loads(p.read_text()).get("status")
-    except json.JSONDecodeError:
-        return "pending"
+    st = _status_record(cell).get("status")
     return st if st in ("done", "failed") else "pending"
 
 
@@ -333,10 +347,15 @@ def run_grid(grid: Grid, executor: str = "local", jobs: int = 1, retry_failed: b
         return rec
 
     for study, cells in all_cells.items():
-        todo = [c for c in cells if cell_status(c) == "pending" or (retry_failed and cell_status(c) == "failed")]
+        seen = _grid_fingerprint(all_cells, study) if any("grid_dir" in c.params for c in cells) else None
+        todo = [c for c in cells if cell_status(c) == "pending" or (retry_failed and cell_status(c) == "failed")
+                or (seen and cell_status(c) == "done" and _status_record(c).get("grid_seen") != seen)]
         done_count[0] += len(cells) - len(todo)
         if todo:
             (_run_ray if executor == "ray" else _run_local)(todo, jobs, progress)
+            if seen:
+                for c in todo:
+                    atomic_write_json(Path(c.dir) / "status.json", {**_status_record(c), "grid_seen": seen})
         write_table(grid)
     return write_table(grid)
 

@@ -19,18 +19,16 @@ import json
 from pathlib import Path
 from typing import Iterator
 
-from viny.config import TrainConfig, make_config
+from viny.config import RUNTIME_OPTIONS, TrainConfig, make_config
 from viny.errors import VinyError
 from viny.train import RESULTS, STATE, train
 
 __all__ = ["config_key", "run_in_store", "upstream_encoder"]
 
-_VOLATILE = {"device", "precision", "cache_dir", "checkpoint_every", "eval_batch_size", "save_encoder_every"}
-
 
 def config_key(config: TrainConfig) -> str:
     """Short hash of everything in ``config`` that changes the result."""
-    d = {k: v for k, v in config.to_dict().items() if k not in _VOLATILE}
+    d = {k: v for k, v in config.to_dict().items() if k not in RUNTIME_OPTIONS}
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 

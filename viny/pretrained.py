@@ -100,13 +100,12 @@ def shipped_encoder(num_images: int, model: str = "viny", folder: str | Path | N
 def pretrain_command(config: dict, data: str = "<DATA>/imagenet-subset/train") -> str:
     """The ``viny pretrain`` command line that reproduces a run with ``config`` (``--data``
     written as ``data``, since the folder differs between machines)."""
-    from viny.config import make_config
-    from viny.pipeline import _VOLATILE
+    from viny.config import RUNTIME_OPTIONS, make_config
 
     default = make_config("pretrain", epochs=config["epochs"]).to_dict()  # milestones scaled to the epochs
     args = ([f"--data {data}"] if config.get("data") else []) + [f"--epochs {config['epochs']}"]
     for key, value in config.items():
-        if key in _VOLATILE or key in ("phase", "runtime", "data", "epochs") or json.loads(json.dumps(default.get(key))) == value:
+        if key in RUNTIME_OPTIONS or key in ("phase", "runtime", "data", "epochs") or json.loads(json.dumps(default.get(key))) == value:
             continue
         flag = "--" + key.replace("_", "-")
         if isinstance(value, bool):

@@ -21,7 +21,8 @@ __all__ = ["time_train_step", "time_evaluation", "measure_rates", "grid_work", "
 def time_train_step(phase: str, steps: int = 3, batch_size: int = 64, device: str = "auto", precision: str = "auto",
                     model: str = "viny", **options) -> float:
     """Images/s of full training steps of ``phase`` (data gather, augmentation, forward,
-    backward, AdamW) on the shipped sample, after one warm-up step."""
+    backward, AdamW) on the shipped sample, after one warm-up step (which compiles the
+    model when ``compile=True``)."""
     from viny.config import make_config
     from viny.device import autocast, resolve_device, resolve_precision
     from viny.tasks import make_task
@@ -34,12 +35,13 @@ def time_train_step(phase: str, steps: int = 3, batch_size: int = 64, device: st
     task = make_task(cfg, progress=False)
     net = task.build(init_encoder(cfg)).to(dev).train()
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr)
+    step_net = torch.compile(net, dynamic=False) if cfg.compile else net
     gen = torch.Generator().manual_seed(0)
 
     def step():
         idx = task.train_index[torch.randint(len(task.train_index), (batch_size,), generator=gen).numpy()]
         with amp:
-            loss = task.loss(net, idx, gen, dev)
+            loss = task.loss(step_net, idx, gen, dev)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

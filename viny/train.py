@@ -31,7 +31,7 @@ import torch
 from tqdm.auto import tqdm
 
 import viny
-from viny.config import TrainConfig
+from viny.config import RUNTIME_OPTIONS, TrainConfig
 from viny.device import autocast, resolve_device, resolve_precision
 from viny.errors import TrainingDiverged, VinyError
 from viny.files import atomic_path, atomic_write_json, atomic_write_text
@@ -96,6 +96,11 @@ def _load_state(path: Path) -> dict:
         raise VinyError(f"cannot resume from {path}: {e}") from None
 
 
+def _result_options(config: dict) -> dict:
+    """The options that decide a run's result: runtime options (device, precision, compile, ...) may change on resume."""
+    return {k: v for k, v in config.items() if k not in RUNTIME_OPTIONS and k != "runtime"}
+
+
 def train(config: TrainConfig, out_dir: str | Path, resume: bool = False, progress: bool = True) -> dict:
     """Run one phase to the end; returns the final results (also in ``results.json``)."""
     config.validate()
@@ -105,7 +110,7 @@ def train(config: TrainConfig, out_dir: str | Path, resume: bool = False, progre
         if not state_path.is_file():
             raise VinyError(f"--resume: {out} has no checkpoint ({STATE}) to resume from")
         saved = json.loads((out / "config.json").read_text())
-        if {k: v for k, v in saved.items() if k not in ("runtime",)} != json.loads(json.dumps(config.to_dict())):
+        if _result_options(saved) != _result_options(json.loads(json.dumps(config.to_dict()))):
             raise VinyError(f"--resume: the options differ from the run in {out}; resume with the same options")
     elif state_path.exists() or (out / RESULTS).exists():
         raise VinyError(f"{out} already holds a run; pass --resume to continue it or choose another output folder")
@@ -117,6 +122,8 @@ def train(config: TrainConfig, out_dir: str | Path, resume: bool = False, progre
     if len(task.train_index) == 0:
         raise VinyError("no training images")
     model = task.build(init_encoder(config)).to(device)
+    # the training steps may run a compiled view of the model (same parameters); evaluation runs eager
+    step_model = torch.compile(model, dynamic=False) if config.compile else model
     opt = _optimizer(config, model.parameters())
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(config.milestones), gamma=config.gamma)
 
@@ -144,7 +151,7 @@ def train(config: TrainConfig, out_dir: str | Path, resume: bool = False, progre
             total = 0.0
             for k, idx in enumerate(np.array_split(order, steps)):
                 with amp:
-                    loss = task.loss(model, idx, gen, device)
+                    loss = task.loss(step_model, idx, gen, device)
                 value = loss.item()
                 if not np.isfinite(value):
                     raise TrainingDiverged(
