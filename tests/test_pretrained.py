@@ -135,3 +135,12 @@ def test_publish_copies_report_and_tables(tmp_path):
         check_data_root(tmp_path)
     with pytest.raises(VinyError, match="--data-root"):
         run_demo(tmp_path / "out", scale="staged")
+
+
+def test_a_published_report_names_the_data_root_not_its_path():
+    from viny.report import _scale_description
+
+    table = pd.DataFrame([{"study": "finetune", "data_root": "/home/me/data", "pretrain_images": 0, "train_size": 100, "test_size": 50, "seed": 0}])
+    assert "data: /home/me/data;" in _scale_description(table, table)[0]
+    text = _scale_description(table, table, data_label="PATH given as --data-root")[0]
+    assert "data: PATH given as --data-root;" in text and "/home/me" not in text

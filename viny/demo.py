@@ -126,7 +126,8 @@ def run_demo(out: str | Path | None = None, scale: str = "demo", executor: str =
             if "data_root" in notebook_parameters(st.notebook):
                 st.fixed["data_root"] = root
     table = run_grid(grid, executor=executor, jobs=jobs, quiet=not progress)
-    report = build_report(grid.out)
+    # a report to be published names the data root as the command does, not by this machine's path
+    report = build_report(grid.out, data_label=f"PATH given as --data-root ({', '.join(DATA_FOLDERS)})" if publish_to is not None and data_root is not None else None)
     ft = table[(table["study"] == "finetune") & (table["status"] == "done")]
     if len(ft):
         summary = summarize(ft)

@@ -64,14 +64,15 @@ def _table(df: pd.DataFrame, floatfmt: str = "{:.2f}") -> str:
     return df.to_html(index=False, na_rep="", float_format=lambda v: floatfmt.format(v), border=0, escape=True)
 
 
-def _scale_description(ft: pd.DataFrame, table: pd.DataFrame) -> tuple[str, bool]:
-    """A sentence on data, scale and seeds, and whether it is below the paper's scale."""
+def _scale_description(ft: pd.DataFrame, table: pd.DataFrame, data_label: str | None = None) -> tuple[str, bool]:
+    """A sentence on data, scale and seeds, and whether it is below the paper's scale.
+    ``data_label`` names the data root instead of its path on this machine."""
     def vals(col, df=ft):
         out = sorted({v for v in df[col].dropna().unique()}) if col in df else []
         return [int(v) if isinstance(v, float) and v.is_integer() else v for v in out]
 
     data_roots = [v for v in vals("data_root", table) if v] if "data_root" in table else []
-    data = ", ".join(data_roots) if data_roots else "the data sample shipped in the repository (598 Pets, 360+120 Intel, 1,000 Imagenette images)"
+    data = (data_label or ", ".join(data_roots)) if data_roots else "the data sample shipped in the repository (598 Pets, 360+120 Intel, 1,000 Imagenette images)"
     parts = [f"data: {data}"]
     if len(ft):
         parts.append(f"model: {', '.join(map(str, vals('model'))) or 'viny'}")
@@ -84,8 +85,10 @@ def _scale_description(ft: pd.DataFrame, table: pd.DataFrame) -> tuple[str, bool
     return "; ".join(parts), bool(small)
 
 
-def build_report(grid: str | Path, out: str | Path | None = None) -> Path:
-    """Write the report of the grid whose output folder (or grid file) is ``grid``; returns its path."""
+def build_report(grid: str | Path, out: str | Path | None = None, data_label: str | None = None) -> Path:
+    """Write the report of the grid whose output folder (or grid file) is ``grid``; returns its path.
+    ``data_label`` names the grid's data root in the report instead of its path (for reports
+    that are published, where a path on this machine means nothing)."""
     import vl_convert as vlc
 
     from viny.figures import cosine_chart, heatmap_explorer, intermediate_delta, miou_vs_size
@@ -109,7 +112,7 @@ def build_report(grid: str | Path, out: str | Path | None = None) -> Path:
     charts: dict[str, dict] = {}
     sections: list[str] = []
 
-    scale, small = _scale_description(ft, table)
+    scale, small = _scale_description(ft, table, data_label)
     failed = table[table["status"] != "done"]
     head = [f"<h1>ViNy study report: {html.escape(grid.name)}</h1>",
             f'<p class="meta">Made {time.strftime("%Y-%m-%d %H:%M")} from commit {html.escape(_git_commit(Path(__file__).parent))} '
