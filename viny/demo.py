@@ -127,7 +127,8 @@ def run_demo(out: str | Path | None = None, scale: str = "demo", executor: str =
                 st.fixed["data_root"] = root
     table = run_grid(grid, executor=executor, jobs=jobs, quiet=not progress)
     # a report to be published names the data root as the command does, not by this machine's path
-    report = build_report(grid.out, data_label=f"PATH given as --data-root ({', '.join(DATA_FOLDERS)})" if publish_to is not None and data_root is not None else None)
+    published_data = f"PATH given as --data-root ({', '.join(DATA_FOLDERS)})" if publish_to is not None and data_root is not None else None
+    report = build_report(grid.out, data_label=published_data)
     ft = table[(table["study"] == "finetune") & (table["status"] == "done")]
     if len(ft):
         summary = summarize(ft)
