@@ -51,6 +51,12 @@ def test_export_writes_fp16_weights_card_and_sidecar(tiny_run, tmp_path):
         P.weights_path("nope", tmp_path)
 
 
+def test_shipped_cards_name_no_machine_paths():
+    for name in P.SHIPPED:
+        text = P.weights_path(name).with_suffix(".json").read_text() + (P.PRETRAINED_DIR / f"{name}.md").read_text()
+        assert P.card(name)["config"]["data"] == P.DATA_PLACEHOLDER and "/work/" not in text and "/home/" not in text
+
+
 def test_export_refuses_unfinished_or_non_simmim_runs(tmp_path, tiny_run):
     with pytest.raises(VinyError, match="not a finished"):
         P.export_pretrained(tmp_path, "x", folder=tmp_path / "out")

@@ -33,7 +33,7 @@ import torch
 
 from viny.errors import VinyError
 
-__all__ = ["PRETRAINED_DIR", "SHIPPED", "weights_path", "card", "load_pretrained", "shipped_encoder", "export_pretrained",
+__all__ = ["PRETRAINED_DIR", "DATA_PLACEHOLDER", "SHIPPED", "weights_path", "card", "load_pretrained", "shipped_encoder", "export_pretrained",
            "describe_encoder", "pretrain_command", "pretraining_record"]
 
 PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
@@ -97,7 +97,10 @@ def shipped_encoder(num_images: int, model: str = "viny", folder: str | Path | N
                     "use one of those sizes or set pretrain_source to train")
 
 
-def pretrain_command(config: dict, data: str = "<DATA>/imagenet-subset/train") -> str:
+DATA_PLACEHOLDER = "<DATA>/imagenet-subset/train"  # how cards name the pre-training folder: a path on the training machine means nothing elsewhere
+
+
+def pretrain_command(config: dict, data: str = DATA_PLACEHOLDER) -> str:
     """The ``viny pretrain`` command line that reproduces a run with ``config`` (``--data``
     written as ``data``, since the folder differs between machines)."""
     from viny.config import RUNTIME_OPTIONS, make_config
@@ -166,6 +169,8 @@ def export_pretrained(run_dir: str | Path, name: str, folder: str | Path | None 
     path = folder / f"viny_{name}.safetensors"
     half = {k: v.to(torch.float16) if v.is_floating_point() else v for k, v in sd.items()}
     runtime = config.pop("runtime", {})
+    if config.get("data"):
+        config["data"] = DATA_PLACEHOLDER
     facts = {
         "kind": meta["kind"], "model_args": meta["model_args"], "mask_ratio": meta.get("mask_ratio"), "name": name,
         "phase": "pretrain", "epoch": config["epochs"], "metrics": meta.get("metrics", {}), "config": config, "runtime": runtime,
