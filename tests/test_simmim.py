@@ -103,3 +103,35 @@ def test_reconstruction_panels():
     mean, std = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
     out = reconstruction_panels(torch.zeros(1, 3, 32, 32), pred, mask, 16, mean, std)["original"]
     assert torch.allclose(out, torch.full_like(out, 0.5))
+
+
+def test_trivial_predictors_by_hand():
+    from viny.simmim import dataset_mean_prediction, masked_l1, mean_colour_prediction
+
+    # one image, 2 patches of 2 pixels x 3 channels (pixel-major: r g b r g b); patch 1 masked
+    t = torch.tensor([[[0.0, 1.0, 2.0, 2.0, 3.0, 4.0], [6.0, 6.0, 6.0, 0.0, 0.0, 0.0]]])
+    mask = torch.tensor([[False, True]])
+    mc = mean_colour_prediction(t, mask)
+    assert mc[0, 1].tolist() == [1.0, 2.0, 3.0, 1.0, 2.0, 3.0]  # the visible patch's mean colour
+    # masked patch's error: 5, 4, 3, 1, 2, 3 -> mean 18/6
+    assert masked_l1(mc, t, mask).item() == pytest.approx(3.0)
+    dm = dataset_mean_prediction(t)  # mean over all 4 pixels: (2, 2.5, 3)
+    assert dm[0, 0].tolist() == [2.0, 2.5, 3.0, 2.0, 2.5, 3.0]
+    assert masked_l1(dm, t, mask).item() == pytest.approx((4 + 3.5 + 3 + 2 + 2.5 + 3) / 6)
+
+
+def test_reconstruction_yardstick_fixed_masks_and_a_perfect_model():
+    from viny.simmim import reconstruction_yardstick
+
+    m = make("viny_test")
+    x = torch.randn(6, 3, 64, 64)
+    a = reconstruction_yardstick(m, x, seed=1, batch_size=4)
+    assert a == pytest.approx(reconstruction_yardstick(m, x, seed=1, batch_size=6), rel=1e-6)  # chunking does not change the pooled L1
+    assert a["images"] == 6 and a["ratio"] == pytest.approx(a["l1"] / a["mean_colour_l1"])
+
+    class Oracle(SimMIM):  # predicts the true pixels: ratio 0
+        def forward(self, images, mask=None, generator=None):
+            return None, patchify(images, 16), mask
+
+    oracle = Oracle(timm.create_model("viny_test"))
+    assert reconstruction_yardstick(oracle, x)["ratio"] == 0.0

@@ -59,7 +59,8 @@ def test_same_seed_same_run_on_cpu(tmp_path):
     assert [r["train_loss"] for r in metrics(tmp_path / "a")] == [r["train_loss"] for r in metrics(tmp_path / "b")]
 
 
-@pytest.mark.parametrize("phase,extra", [("finetune", dict(train_size=32, test_size=32)), ("pretrain", dict(num_images=32))])
+@pytest.mark.parametrize("phase,extra", [("finetune", dict(train_size=32, test_size=32)), ("pretrain", dict(num_images=32)),
+                                         ("pretrain", dict(num_images=32, schedule="cosine", warmup_epochs=1, lr=1e-3))])
 def test_resume_equals_uninterrupted(tmp_path, monkeypatch, phase, extra):
     cfg = make_config(phase, epochs=3, **extra, **TINY)
     full = T.train(cfg, tmp_path / "full", progress=False)
@@ -129,7 +130,43 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monk
 
 def test_encoder_snapshots(tmp_path):
     T.train(make_config("pretrain", epochs=2, num_images=16, save_encoder_every=1, **TINY), tmp_path / "p", progress=False)
-    assert sorted(p.name for p in (tmp_path / "p" / "checkpoints").glob("*.safetensors")) == ["encoder_epoch1.safetensors", "encoder_epoch2.safetensors"]
+    snaps = sorted((tmp_path / "p" / "checkpoints").glob("*.safetensors"))
+    assert [p.name for p in snaps] == ["encoder_epoch1.safetensors", "encoder_epoch2.safetensors"]
+    # pre-training snapshots keep the decoder (for the reconstruction yardstick) and still load as encoders
+    from viny.weights import load_simmim
+
+    assert load_simmim(snaps[1]).decoder.weight.shape[0] == 16 * 16 * 3
+    assert torch.equal(load_encoder(snaps[1]).pos_embed, load_encoder(tmp_path / "p" / "encoder.safetensors").pos_embed)
+
+
+def test_lr_schedules_by_hand():
+    # multistep: Table A1's per-epoch milestones; 3 steps an epoch
+    c = make_config("pretrain", epochs=10, milestones=[5, 8], gamma=0.1)
+    assert [T.lr_factor(c, s, 3) for s in (0, 14, 15, 23, 24, 29)] == [1, 1, pytest.approx(0.1), pytest.approx(0.1), pytest.approx(0.01), pytest.approx(0.01)]
+    # linear warmup over 2 epochs (6 steps), then cosine from 1 to 0 over the remaining 24 steps
+    c = make_config("pretrain", epochs=10, schedule="cosine", warmup_epochs=2)
+    assert [T.lr_factor(c, s, 3) for s in (0, 2, 5)] == [pytest.approx(1 / 6), pytest.approx(0.5), 1.0]
+    assert T.lr_factor(c, 6, 3) == 1.0 and T.lr_factor(c, 18, 3) == pytest.approx(0.5) and T.lr_factor(c, 30, 3) == pytest.approx(0.0)
+    with pytest.raises(VinyError, match="--warmup-epochs"):
+        make_config("pretrain", epochs=3, warmup_epochs=3)
+
+
+def test_run_records_the_lr_of_each_epoch(tmp_path):
+    T.train(make_config("pretrain", epochs=3, num_images=16, schedule="cosine", warmup_epochs=1, lr=1e-3, **TINY), tmp_path / "p", progress=False)
+    # 16 images = 1 step an epoch: epoch 1 warms up to 1e-3, then cosine over the 2 remaining steps
+    assert [float(r["lr"]) for r in metrics(tmp_path / "p")] == pytest.approx([1e-3, 1e-3, 0.5e-3])
+
+
+def test_validation_split_never_touches_the_test_images():
+    from viny.tasks import make_task
+
+    val = make_task(make_config("finetune", train_size=100, test_size=198, split="nested", validation_size=150, **TINY), progress=False)
+    test = make_task(make_config("finetune", train_size=250, test_size=198, split="nested", **TINY), progress=False)
+    assert len(val.test_index) == 150 and len(val.train_index) == 100
+    assert not set(val.test_index) & set(test.test_index) and not set(val.test_index) & set(test.train_index[:100])
+    assert set(val.train_index) <= set(test.train_index)
+    with pytest.raises(VinyError, match="--validation-size"):
+        make_config("finetune", validation_size=10)  # split paper
 
 
 def test_cluster_pseudo_labels_are_deterministic_and_cluster_the_tokens():

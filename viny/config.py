@@ -36,8 +36,10 @@ class TrainConfig:
     epochs: int = 100
     lr: float = 1e-4
     weight_decay: float = 0.0
-    milestones: tuple[int, ...] = ()
+    milestones: tuple[int, ...] = ()  # epochs at which the LR is multiplied by gamma (schedule multistep)
     gamma: float = 0.1
+    schedule: Literal["multistep", "cosine"] = "multistep"  # cosine: per-step half-cosine from lr to 0 after warmup
+    warmup_epochs: int = 0  # linear LR warmup over the first N epochs (per step), before either schedule
     batch_size: int = 64
     optimizer: Literal["adamw", "adam"] = "adamw"
     seed: int = 0
@@ -68,9 +70,11 @@ class TrainConfig:
             bad("lr", f"must be > 0, got {self.lr}")
         if self.weight_decay < 0:
             bad("weight_decay", f"must be >= 0, got {self.weight_decay}")
+        if not 0 <= self.warmup_epochs < self.epochs:
+            bad("warmup_epochs", f"must be in 0..epochs-1 ({self.epochs - 1}), got {self.warmup_epochs}")
         if list(self.milestones) != sorted(self.milestones):
             bad("milestones", f"must be increasing, got {list(self.milestones)}")
-        for name, allowed in (("optimizer", ("adamw", "adam")), ("model", ("viny", "viny_test")), ("resize", ("bilinear", "nearest")), ("precision", ("auto", "fp32", "bf16"))):
+        for name, allowed in (("optimizer", ("adamw", "adam")), ("model", ("viny", "viny_test")), ("resize", ("bilinear", "nearest")), ("precision", ("auto", "fp32", "bf16")), ("schedule", ("multistep", "cosine"))):
             if getattr(self, name) not in allowed:
                 bad(name, f"{getattr(self, name)!r} is not one of {', '.join(allowed)}")
         return self
@@ -94,6 +98,8 @@ class PretrainConfig(TrainConfig):
     crop_scale: tuple[float, float] = (0.67, 1.0)
     crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
     divide_loss_by_masked: bool = False  # authors: L1 / number of masked patches
+    heldout_data: str | None = None  # Intel root whose seg_test images score the reconstruction yardstick; None = the shipped sample
+    heldout_images: int = 256  # held-out images for the yardstick (at most; the shipped sample has 120)
 
     phase = "pretrain"
 
@@ -155,6 +161,7 @@ class FinetuneConfig(TrainConfig):
     test_size: int = 1000
     split: Literal["paper", "nested"] = "paper"
     split_seed: int = 42
+    validation_size: int = 0  # > 0 (split nested): score on this many images from the end of the training pool instead of the test split, for choosing recipes without touching the test images
     contrast: float = 0.3
     loss_quirk: bool = False  # authors' log_softmax over pixels before the CE (likely unintended)
 
@@ -164,6 +171,8 @@ class FinetuneConfig(TrainConfig):
         super().validate()
         if self.split not in ("paper", "nested"):
             raise VinyError(f"invalid finetune option --split: {self.split!r} is not one of paper, nested")
+        if self.validation_size < 0 or (self.validation_size and self.split != "nested"):
+            raise VinyError(f"invalid finetune option --validation-size {self.validation_size}: must be >= 0, and > 0 only with --split nested")
         return self
 
 

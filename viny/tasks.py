@@ -30,9 +30,9 @@ from viny.errors import DataError
 from viny.heads import ClassificationHead, PatchClassifier, SegmentationHead, segmentation_loss
 from viny.metrics import SegmentationMeter
 from viny.model import ViNy, patch_tokens
-from viny.simmim import SimMIM
+from viny.simmim import SimMIM, reconstruction_yardstick
 
-__all__ = ["Segmenter", "CLSClassifier", "PatchSupervised", "patch_majority_labels", "make_task", "Task"]
+__all__ = ["heldout_images", "Segmenter", "CLSClassifier", "PatchSupervised", "patch_majority_labels", "make_task", "Task"]
 
 
 class Segmenter(nn.Module):
@@ -140,7 +140,8 @@ class PretrainTask(Task):
 
     @torch.no_grad()
     def evaluate(self, model, device, autocast):
-        """Masked L1 on up to 512 training images, un-augmented, with fixed masks."""
+        """Masked L1 on up to 512 training images, un-augmented, with fixed masks, and the
+        reconstruction yardstick on held-out Intel test images (``yardstick_*``)."""
         model.eval()
         idx = self.train_index[:512]
         gen = torch.Generator().manual_seed(0)
@@ -152,7 +153,18 @@ class PretrainTask(Task):
                 loss = model(x, mask=mask)[0]
             total += float(loss) * len(chunk)
             n += len(chunk)
-        return {"eval_l1": total / n, "eval_images": n}
+        held = heldout_images(self.config, self.config.heldout_data, self.config.heldout_images)
+        yard = reconstruction_yardstick(model, self._norm(self._prep(held, device)), autocast=autocast)
+        return {"eval_l1": total / n, "eval_images": n, **{f"yardstick_{k}": v for k, v in yard.items()}}
+
+
+def heldout_images(config: TrainConfig, data: str | None = None, num_images: int = 256, seed: int = 0) -> torch.Tensor:
+    """Up to ``num_images`` Intel ``seg_test`` images (a seeded sample, all classes), uint8
+    ``[N, S, S, 3]``: never seen by pre-training, so they score the reconstruction yardstick."""
+    intel = load_intel(data, "test", _image_size(config), config.resize, config.cache_dir, config.skip_bad_images, progress=False)
+    valid = np.flatnonzero(intel.arrays.valid)
+    perm = torch.randperm(len(valid), generator=torch.Generator().manual_seed(seed)).numpy()
+    return _gather(intel.arrays.images, np.sort(valid[perm[:num_images]]))
 
 
 class IntermediateTask(Task):
@@ -245,7 +257,16 @@ class FinetuneTask(Task):
         c = config
         size = _image_size(config)
         self.pets = load_pets(c.data, size, c.resize, cache_dir=c.cache_dir, skip_bad=c.skip_bad_images, progress=progress)
-        train_idx, test_idx = split_indices(len(self.pets.arrays), c.train_size, c.test_size, c.split, c.split_seed)
+        n = len(self.pets.arrays)
+        if c.validation_size:
+            # validation images: the end of the nested permutation, disjoint from the test set and
+            # from every nested training prefix that fits beside them
+            if c.train_size + c.test_size + c.validation_size > n:
+                raise DataError(f"train size {c.train_size} + test size {c.test_size} + validation size {c.validation_size} is more than the {n} Pets images")
+            train_idx, _ = split_indices(n, c.train_size, c.test_size, c.split, c.split_seed)
+            test_idx = torch.randperm(n, generator=torch.Generator().manual_seed(c.split_seed)).numpy()[n - c.validation_size:]
+        else:
+            train_idx, test_idx = split_indices(n, c.train_size, c.test_size, c.split, c.split_seed)
         self.train_index = _valid_only(train_idx, self.pets.arrays.valid)
         self.test_index = _valid_only(test_idx, self.pets.arrays.valid)
 

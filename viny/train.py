@@ -23,6 +23,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import time
 from pathlib import Path
 
@@ -72,6 +73,20 @@ def init_encoder(config: TrainConfig):
 def _optimizer(config: TrainConfig, params):
     cls = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
     return cls(params, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def lr_factor(config: TrainConfig, step: int, steps_per_epoch: int) -> float:
+    """The LR multiplier at optimizer step ``step`` (0-based): linear warmup over
+    ``warmup_epochs``, then ``multistep`` (x gamma at each milestone epoch, Table A1) or
+    ``cosine`` (half-cosine from 1 to 0 over the remaining steps)."""
+    warm = config.warmup_epochs * steps_per_epoch
+    if step < warm:
+        return (step + 1) / warm
+    if config.schedule == "cosine":
+        total = config.epochs * steps_per_epoch
+        return 0.5 * (1.0 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
+    epoch = step // steps_per_epoch
+    return config.gamma ** sum(epoch >= m for m in config.milestones)
 
 
 def _write_metrics(path: Path, history: list[dict]) -> None:
@@ -125,7 +140,10 @@ def train(config: TrainConfig, out_dir: str | Path, resume: bool = False, progre
     # the training steps may run a compiled view of the model (same parameters); evaluation runs eager
     step_model = torch.compile(model, dynamic=False) if config.compile else model
     opt = _optimizer(config, model.parameters())
-    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(config.milestones), gamma=config.gamma)
+    n = len(task.train_index)
+    steps = (n + config.batch_size - 1) // config.batch_size
+    # one per-step schedule for every phase (the LR of Table A1's multistep still changes at epoch boundaries)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(config, step, steps))
 
     start, history = 0, []
     if resume:
@@ -139,8 +157,6 @@ def train(config: TrainConfig, out_dir: str | Path, resume: bool = False, progre
         runtime = {"device": str(device), "precision": precision, "viny_version": viny.__version__, **task.data_summary}
         atomic_write_json(out / "config.json", {**config.to_dict(), "runtime": runtime})
 
-    n = len(task.train_index)
-    steps = (n + config.batch_size - 1) // config.batch_size
     bar = tqdm(total=config.epochs * steps, initial=start * steps, desc=f"{config.phase}", disable=not progress, unit="step", dynamic_ncols=True)
     try:
         for epoch in range(start, config.epochs):
@@ -149,6 +165,7 @@ def train(config: TrainConfig, out_dir: str | Path, resume: bool = False, progre
             gen = epoch_generator(config.seed, epoch)
             order = task.train_index[torch.randperm(n, generator=gen).numpy()]
             total = 0.0
+            lr_used = opt.param_groups[0]["lr"]  # the LR of the epoch's first step
             for k, idx in enumerate(np.array_split(order, steps)):
                 with amp:
                     loss = task.loss(step_model, idx, gen, device)
@@ -162,15 +179,17 @@ def train(config: TrainConfig, out_dir: str | Path, resume: bool = False, progre
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
+                sched.step()
                 total += value * len(idx)
                 bar.update()
                 bar.set_postfix(epoch=epoch + 1, loss=f"{value:.4f}")
-            row = {"epoch": epoch + 1, "train_loss": total / n, "lr": opt.param_groups[0]["lr"], "seconds": round(time.perf_counter() - t0, 3)}
-            sched.step()
+            row = {"epoch": epoch + 1, "train_loss": total / n, "lr": lr_used, "seconds": round(time.perf_counter() - t0, 3)}
             history.append(row)
             last = epoch + 1 == config.epochs
             if config.save_encoder_every and (epoch + 1) % config.save_encoder_every == 0:
-                save_weights(model.encoder, out / "checkpoints" / f"encoder_epoch{epoch + 1}.safetensors", phase=config.phase, epoch=epoch + 1, metrics=row)
+                # pre-training snapshots keep the decoder and mask token, so the reconstruction
+                # yardstick can score them; every encoder loader reads the encoder part
+                save_weights(model if config.phase == "pretrain" else model.encoder, out / "checkpoints" / f"encoder_epoch{epoch + 1}.safetensors", phase=config.phase, epoch=epoch + 1, metrics=row)
             if last or (epoch + 1) % config.checkpoint_every == 0:
                 _save_state(state_path, model, opt, sched, epoch, history)
             _write_metrics(out / "metrics.csv", history)
