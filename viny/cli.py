@@ -183,9 +183,9 @@ def _run_geometry(args) -> int:
 def _load_grid(params: Path, out: Path | None, sets: list[str]):
     import yaml
 
-    from viny.grid import load_grid, notebook_parameters
+    from viny.grid import load_grid, notebook_parameters, validate_values
 
-    grid = load_grid(params, out)
+    grid = load_grid(params, out, check_values=False)
     for item in sets:
         if "=" not in item:
             raise VinyError(f"--set {item!r}: expected KEY=VALUE")
@@ -197,6 +197,7 @@ def _load_grid(params: Path, out: Path | None, sets: list[str]):
                 used = True
         if not used:
             raise VinyError(f"--set {key}: no notebook of this grid has a parameter {key!r}")
+    validate_values(grid)
     return grid
 
 

@@ -17,11 +17,10 @@ from pathlib import Path
 import pandas as pd
 
 from viny.errors import VinyError
+from viny.data.datasets import DATA_FOLDERS, check_data_root
 from viny.files import atomic_path
 
 __all__ = ["PARAMS", "run_demo", "summarize", "publish", "check_data_root"]
-
-DATA_FOLDERS = ("imagenet-subset/train", "intel-image-classification", "oxford-iiit-pet")
 
 PARAMS = Path(__file__).resolve().parents[1] / "params"
 
@@ -42,16 +41,6 @@ def _format(summary: pd.DataFrame) -> str:
     for s in ("miou", "pixel_accuracy"):
         view[s] = [f"{100 * m:.1f} ± {100 * (0 if pd.isna(sd) else sd):.1f}" for m, sd in zip(summary[f"{s}_mean"], summary[f"{s}_std"])]
     return view.to_string(index=False)
-
-
-def check_data_root(data_root: str | Path) -> Path:
-    """``data_root`` resolved, after checking it holds the three data sets' folders."""
-    root = Path(data_root).expanduser().resolve()
-    missing = [f for f in DATA_FOLDERS if not (root / f).is_dir()]
-    if missing:
-        raise VinyError(f"--data-root {data_root}: missing {', '.join(missing)}; it must hold "
-                        "imagenet-subset/train (ImageFolder), intel-image-classification (Kaggle layout) and oxford-iiit-pet (official layout)")
-    return root
 
 
 # published columns of the results table (paths and papermill internals are left out)
@@ -113,18 +102,19 @@ def run_demo(out: str | Path | None = None, scale: str = "demo", executor: str =
         if scale != "demo":
             raise VinyError(f"--pretrain goes with --scale demo (the {scale} grid sets its own pre-training)")
         scale = "demo_pretrain"
-    from viny.grid import load_grid, notebook_parameters, run_grid
+    from viny.grid import load_grid, notebook_parameters, run_grid, validate_values
     from viny.report import build_report
 
     if scale == "staged" and data_root is None:
         raise VinyError("--scale staged reads the full staged data sets: pass --data-root PATH (a folder with "
                         + ", ".join(DATA_FOLDERS) + ")")
-    grid = load_grid(PARAMS / f"{scale}.yaml", out)
+    grid = load_grid(PARAMS / f"{scale}.yaml", out, check_values=False)
     if data_root is not None:
         root = str(check_data_root(data_root))
         for st in grid.studies:
             if "data_root" in notebook_parameters(st.notebook):
                 st.fixed["data_root"] = root
+    validate_values(grid)
     table = run_grid(grid, executor=executor, jobs=jobs, quiet=not progress)
     # a report to be published names the data root as the command does, not by this machine's path
     published_data = f"PATH given as --data-root ({', '.join(DATA_FOLDERS)})" if publish_to is not None and data_root is not None else None

@@ -198,7 +198,6 @@ def load_named_encoder(spec: str) -> tuple[str, ViNy]:
     if src.startswith("random"):
         torch.manual_seed(0)
         return name, create_encoder(src.split(":", 1)[1] if ":" in src else "viny")
-    from viny.config import make_config
-    from viny.train import init_encoder
+    from viny.weights import load_user_encoder
 
-    return name, init_encoder(make_config("finetune", init_from=src))
+    return name, load_user_encoder(src, f"encoder {name}=")

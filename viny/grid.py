@@ -50,7 +50,7 @@ import yaml
 from viny.errors import VinyError
 from viny.files import atomic_path, atomic_write_json
 
-__all__ = ["Study", "Grid", "Cell", "load_grid", "expand", "cell_status", "run_grid", "collect", "notebook_parameters"]
+__all__ = ["Study", "Grid", "Cell", "load_grid", "validate_values", "check_parameter", "expand", "cell_status", "run_grid", "collect", "notebook_parameters"]
 
 INJECTED = ("output_dir", "store_dir", "grid_dir")
 _GRID_KEYS = {"name", "out", "studies", "description"}
@@ -113,8 +113,9 @@ def notebook_parameters(notebook: str | Path) -> dict[str, dict]:
     return params
 
 
-def load_grid(path: str | Path, out: str | Path | None = None, check: bool = True) -> Grid:
-    """Read and validate a grid file (unknown keys and unknown notebook parameters are errors)."""
+def load_grid(path: str | Path, out: str | Path | None = None, check: bool = True, check_values: bool = True) -> Grid:
+    """Read and validate a grid file (unknown keys and unknown notebook parameters are errors;
+    with ``check_values``, also values of the wrong type or outside the configs' choices)."""
     path = Path(path)
     if not path.is_file():
         raise VinyError(f"grid file {path} does not exist")
@@ -129,6 +130,8 @@ def load_grid(path: str | Path, out: str | Path | None = None, check: bool = Tru
         raise VinyError(f"{path}: unknown key(s) {sorted(unknown)}; expected {sorted(_GRID_KEYS)}")
     if not spec.get("studies"):
         raise VinyError(f"{path}: no 'studies'")
+    if not isinstance(spec["studies"], dict):
+        raise VinyError(f"{path}: 'studies' must be a mapping of study name -> {{notebook, axes, fixed}}, got a {type(spec['studies']).__name__}")
     root = _repo_root(path.resolve())
     studies = []
     for name, s in spec["studies"].items():
@@ -137,8 +140,18 @@ def load_grid(path: str | Path, out: str | Path | None = None, check: bool = Tru
         bad = set(s) - _STUDY_KEYS
         if bad:
             raise VinyError(f"{path}: study {name!r} has unknown key(s) {sorted(bad)}; expected {sorted(_STUDY_KEYS)}")
+        for key in ("axes", "fixed"):
+            if not isinstance(s.get(key) or {}, dict):
+                raise VinyError(f"{path}: study {name!r}: '{key}' must be a mapping of parameter -> value{'s' if key == 'axes' else ''}, "
+                                f"got {s[key]!r}")
         axes = {k: (v if isinstance(v, list) else [v]) for k, v in (s.get("axes") or {}).items()}
-        studies.append(Study(name, (root / s["notebook"]).resolve(), axes, dict(s.get("fixed") or {})))
+        empty = [k for k, v in axes.items() if not v]
+        if empty:
+            raise VinyError(f"{path}: study {name!r}: axis {empty[0]!r} has no values")
+        notebook = (root / str(s["notebook"])).resolve()
+        if check and not notebook.is_file():
+            raise VinyError(f"{path}: study {name!r}: notebook {s['notebook']} does not exist (looked for {notebook})")
+        studies.append(Study(name, notebook, axes, dict(s.get("fixed") or {})))
     out_dir = Path(out) if out else root / spec.get("out", f"runs/{spec.get('name', path.stem)}")
     grid = Grid(spec.get("name", path.stem), path, out_dir.resolve(), studies)
     if check:
@@ -152,7 +165,59 @@ def load_grid(path: str | Path, out: str | Path | None = None, check: bool = Tru
             clash = sorted(given & set(INJECTED))
             if clash:
                 raise VinyError(f"{path}: study {st.name!r}: {', '.join(clash)} are set by the grid itself")
+        if check_values:
+            validate_values(grid)
     return grid
+
+
+def validate_values(grid: Grid, paths: bool = False) -> None:
+    """Every cell's parameter values against the notebook's typed parameters cell and the
+    configs' choices (with ``paths``, also that a ``data_root`` holds the data sets), before
+    any cell runs. :func:`run_grid` checks with ``paths``."""
+    for st in grid.studies:
+        declared = notebook_parameters(st.notebook)
+        for key, values in [*st.axes.items(), *((k, [v]) for k, v in st.fixed.items())]:
+            for value in values:
+                problem = check_parameter(key, value, declared.get(key, {}).get("inferred_type_name", "None"), paths)
+                if problem:
+                    raise VinyError(f"{grid.path}: study {st.name!r}: parameter {key} = {value!r}: {problem}")
+
+
+def _choices() -> dict[str, tuple]:
+    """Allowed values of notebook parameters named like config fields, from the configs' Literal types."""
+    import typing
+
+    from viny.config import PHASES
+
+    out: dict[str, tuple] = {}
+    for cls in PHASES.values():
+        for name, tp in typing.get_type_hints(cls).items():
+            if typing.get_origin(tp) is typing.Literal:
+                out.setdefault(name, typing.get_args(tp))
+    out["intermediate"] = ("none", *out.pop("task"))
+    return out
+
+
+_TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,), "list": (list,), "dict": (dict,)}
+
+
+def check_parameter(name: str, value, type_name: str, paths: bool = True) -> str | None:
+    """Why ``value`` cannot be the notebook parameter ``name`` declared as ``type_name``
+    (papermill's inferred type), or None when it can."""
+    kinds = _TYPES.get(type_name)
+    if kinds is not None and (not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds)):
+        return f"expected {type_name}, got {type(value).__name__}"
+    allowed = _choices().get(name)
+    if allowed and isinstance(value, str) and value not in allowed:
+        return f"not one of {', '.join(map(str, allowed))}"
+    if paths and name == "data_root" and value:
+        from viny.data.datasets import check_data_root
+
+        try:
+            check_data_root(value, "data_root")
+        except VinyError as e:
+            return str(e).split(": ", 1)[1]
+    return None
 
 
 def _slug(values: dict) -> str:
@@ -334,6 +399,7 @@ def run_grid(grid: Grid, executor: str = "local", jobs: int = 1, retry_failed: b
         raise VinyError(f"unknown executor {executor!r}: use local or ray")
     if jobs < 1:
         raise VinyError(f"--jobs must be >= 1, got {jobs}")
+    validate_values(grid, paths=True)
     grid.out.mkdir(parents=True, exist_ok=True)
     all_cells = expand(grid)
     total = sum(len(v) for v in all_cells.values())

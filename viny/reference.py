@@ -16,12 +16,13 @@ from pathlib import Path
 
 import torch
 
+from viny.errors import VinyError
 from viny.model import ViNy
 
 __all__ = ["ReferenceCheckpointError", "convert_reference_state_dict", "is_reference_layout", "load_reference_checkpoint"]
 
 
-class ReferenceCheckpointError(ValueError):
+class ReferenceCheckpointError(VinyError, ValueError):
     """A state dict that is not (or not a complete) authors' checkpoint."""
 
 
@@ -64,6 +65,35 @@ def _map_encoder_key(key: str) -> str | None:
     return None
 
 
+def _inverse_rule(pattern: re.Pattern, template: str) -> tuple[re.Pattern, str]:
+    """viny key regex -> authors' key template, derived from one rule of ``_KEY_MAP``."""
+    groups = re.findall(r"\((.*?)\)", pattern.pattern)
+    viny_re = re.escape(template)
+    for i, g in enumerate(groups):
+        viny_re = viny_re.replace(re.escape("{%d}" % i), f"({g})")
+    authors = pattern.pattern.strip("^$")
+    for i, g in enumerate(groups):
+        authors = authors.replace(f"({g})", "{%d}" % i, 1)
+    return re.compile(f"^{viny_re}$"), authors.replace("\\.", ".")
+
+
+_INVERSE = [_inverse_rule(p, t) for p, t in _KEY_MAP]
+_INVERSE_MIM = {v: k for k, v in _MIM_KEYS.items()}
+
+
+def reference_key(key: str) -> str:
+    """The authors' name of a viny key (``blocks.5.attn.qkv.weight`` ->
+    ``transformer.layers.5.0.to_qkv.weight``; ``encoder.`` prefixes kept), for messages."""
+    if key in _INVERSE_MIM:
+        return _INVERSE_MIM[key]
+    prefix, rest = ("encoder.", key[len("encoder."):]) if key.startswith("encoder.") else ("", key)
+    for pattern, template in _INVERSE:
+        m = pattern.match(rest)
+        if m:
+            return prefix + template.format(*m.groups())
+    return key
+
+
 def convert_reference_state_dict(state_dict: dict) -> tuple[dict, bool]:
     """Rename an authors' state dict to viny's layout.
 
@@ -97,8 +127,9 @@ def _infer_args(sd: dict, prefix: str, head_dim: int) -> dict:
         inner = sd[prefix + "blocks.0.attn.qkv.weight"].shape[0] // 3
         mlp_dim = sd[prefix + "blocks.0.mlp.fc1.weight"].shape[0]
     except (KeyError, ValueError) as e:
+        missing = repr(reference_key(e.args[0])) if isinstance(e, KeyError) else "any transformer.layers.* key"
         raise ReferenceCheckpointError(
-            f"not an authors' ViNy checkpoint: cannot find {e} among its keys "
+            f"not an authors' ViNy checkpoint: cannot find {missing} among its keys "
             f"(expected the vit-pytorch layout of REFERENCE.md, e.g. 'pos_embedding', 'to_patch_embedding.1.weight', "
             f"'transformer.layers.0.0.to_qkv.weight')"
         ) from None
@@ -130,8 +161,11 @@ def load_reference_checkpoint(path_or_state_dict, head_dim: int = 64, **model_kw
             raise FileNotFoundError(f"checkpoint not found: {path}")
         try:
             sd = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # truncated file, pickled code, not a torch file ...
-            raise ReferenceCheckpointError(f"cannot read {path} as a weights-only torch checkpoint: {e}") from None
+        except Exception:  # truncated file, pickled code, not a torch file ...
+            # torch's own message suggests weights_only=False, i.e. running the file's code: never relay that
+            raise ReferenceCheckpointError(
+                f"{path}: not a weights-only torch checkpoint (empty, truncated, not a torch file, or it holds pickled "
+                "objects other than tensors, which viny never loads); pass a state dict of tensors saved with torch.save") from None
         where = str(path)
     else:
         sd, where = path_or_state_dict, "state dict"
@@ -140,19 +174,22 @@ def load_reference_checkpoint(path_or_state_dict, head_dim: int = 64, **model_kw
 
     converted, is_mim = convert_reference_state_dict(sd)
     prefix = "encoder." if is_mim else ""
-    args = {**_infer_args(converted, prefix, head_dim), **model_kwargs}
+    try:
+        args = {**_infer_args(converted, prefix, head_dim), **model_kwargs}
+    except ReferenceCheckpointError as e:
+        raise ReferenceCheckpointError(f"{where}: {e}") from None
     encoder = ViNy(**args)
     model = SimMIM(encoder) if is_mim else encoder
 
     expected = model.state_dict()
-    missing = sorted(set(expected) - set(converted))
+    missing = sorted(reference_key(k) for k in set(expected) - set(converted))
     unexpected = sorted(set(converted) - set(expected))
     if missing or unexpected:
         raise ReferenceCheckpointError(
             f"{where}: does not match the authors' {'SimMIM' if is_mim else 'encoder'} layout; "
             f"missing keys: {missing or 'none'}; unexpected keys: {unexpected or 'none'}"
         )
-    bad = [f"{k} {tuple(converted[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items() if converted[k].shape != v.shape]
+    bad = [f"{reference_key(k)} {tuple(converted[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items() if converted[k].shape != v.shape]
     if bad:
         raise ReferenceCheckpointError(f"{where}: shape mismatch (checkpoint vs model): {'; '.join(bad)}")
     model.load_state_dict(converted, strict=True)

@@ -20,10 +20,14 @@ Every file is written atomically. A non-finite loss stops the run with
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import errno
 import io
 import json
 import math
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -38,7 +42,7 @@ from viny.errors import TrainingDiverged, VinyError
 from viny.files import atomic_path, atomic_write_json, atomic_write_text
 from viny.model import create_encoder
 from viny.tasks import make_task
-from viny.weights import load_encoder, save_weights
+from viny.weights import load_user_encoder, save_weights
 
 __all__ = ["train", "epoch_generator", "init_encoder", "RESULTS", "STATE"]
 
@@ -56,18 +60,7 @@ def init_encoder(config: TrainConfig):
     torch.manual_seed(config.seed)
     if not config.init_from:
         return create_encoder(config.model)
-    path = Path(config.init_from)
-    if not path.is_file():
-        raise VinyError(f"--init-from {path}: no such file")
-    if path.suffix == ".safetensors":
-        return load_encoder(path)
-    from viny.reference import load_reference_checkpoint
-    from viny.simmim import SimMIM
-
-    model = load_reference_checkpoint(path)
-    enc = model.encoder if isinstance(model, SimMIM) else model
-    enc.reset_classifier(0)
-    return enc
+    return load_user_encoder(config.init_from, "--init-from")
 
 
 def _optimizer(config: TrainConfig, params):
@@ -98,10 +91,48 @@ def _write_metrics(path: Path, history: list[dict]) -> None:
     atomic_write_text(path, buf.getvalue())
 
 
+def write_error(path: Path, error: BaseException) -> VinyError:
+    """A one-line error for a file that could not be written: says "disk full" when it is
+    (torch's own message for that is a chained ``inline_container.cc`` error)."""
+    full = getattr(error, "errno", None) == errno.ENOSPC
+    with contextlib.suppress(OSError):
+        full = full or shutil.disk_usage(next(p for p in (path, *path.parents) if p.exists())).free < 16 * 2**20
+    if full:
+        reason = "the disk is full; free some space"
+    elif isinstance(error, PermissionError) or getattr(error, "errno", None) in (errno.EACCES, errno.EROFS, errno.EPERM):
+        reason = "permission denied (read-only folder?); choose a writable --out"
+    else:
+        reason = (str(error).splitlines() or [type(error).__name__])[0][:200]
+    return VinyError(f"cannot write {path}: {reason}. Files already written are intact; rerun with --resume to continue from the last good checkpoint")
+
+
 def _save_state(path: Path, model, opt, sched, epoch: int, history: list[dict]) -> None:
-    with atomic_path(path) as tmp:
-        torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                    "epoch": epoch, "history": history}, tmp)
+    try:
+        with atomic_path(path) as tmp:
+            torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                        "epoch": epoch, "history": history}, tmp)
+    except (OSError, RuntimeError) as e:  # torch.save reports a failed write as RuntimeError
+        raise write_error(path, e) from None
+
+
+def _check_writable(folder: Path) -> None:
+    """Refuse an output folder that cannot be written before any work starts."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check.", suffix=".tmp"):
+            pass
+    except OSError as e:
+        raise write_error(folder, e) from None
+
+
+def remove_stale_temp_files(folder: Path) -> list[Path]:
+    """Delete the ``.NAME.*.tmp`` files a killed atomic write left in a run folder (one
+    process owns a run folder at a time: the grid's store locks it)."""
+    stale = [p for p in folder.rglob(".*.tmp") if p.is_file()] if folder.is_dir() else []
+    for p in stale:
+        with contextlib.suppress(FileNotFoundError):
+            p.unlink()
+    return stale
 
 
 def _load_state(path: Path) -> dict:
@@ -121,6 +152,8 @@ def train(config: TrainConfig, out_dir: str | Path, resume: bool = False, progre
     config.validate()
     out = Path(out_dir)
     state_path = out / STATE
+    remove_stale_temp_files(out)
+    _check_writable(out)
     if resume:
         if not state_path.is_file():
             raise VinyError(f"--resume: {out} has no checkpoint ({STATE}) to resume from")
@@ -153,9 +186,12 @@ def train(config: TrainConfig, out_dir: str | Path, resume: bool = False, progre
         sched.load_state_dict(st["scheduler"])
         start, history = st["epoch"] + 1, st["history"]
     else:
-        out.mkdir(parents=True, exist_ok=True)
         runtime = {"device": str(device), "precision": precision, "viny_version": viny.__version__, **task.data_summary}
-        atomic_write_json(out / "config.json", {**config.to_dict(), "runtime": runtime})
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(out / "config.json", {**config.to_dict(), "runtime": runtime})
+        except OSError as e:
+            raise write_error(out / "config.json", e) from None
 
     bar = tqdm(total=config.epochs * steps, initial=start * steps, desc=f"{config.phase}", disable=not progress, unit="step", dynamic_ncols=True)
     try:
@@ -186,19 +222,25 @@ def train(config: TrainConfig, out_dir: str | Path, resume: bool = False, progre
             row = {"epoch": epoch + 1, "train_loss": total / n, "lr": lr_used, "seconds": round(time.perf_counter() - t0, 3)}
             history.append(row)
             last = epoch + 1 == config.epochs
-            if config.save_encoder_every and (epoch + 1) % config.save_encoder_every == 0:
-                # pre-training snapshots keep the decoder and mask token, so the reconstruction
-                # yardstick can score them; every encoder loader reads the encoder part
-                save_weights(model if config.phase == "pretrain" else model.encoder, out / "checkpoints" / f"encoder_epoch{epoch + 1}.safetensors", phase=config.phase, epoch=epoch + 1, metrics=row)
-            if last or (epoch + 1) % config.checkpoint_every == 0:
-                _save_state(state_path, model, opt, sched, epoch, history)
-            _write_metrics(out / "metrics.csv", history)
+            try:
+                if config.save_encoder_every and (epoch + 1) % config.save_encoder_every == 0:
+                    # pre-training snapshots keep the decoder and mask token, so the reconstruction
+                    # yardstick can score them; every encoder loader reads the encoder part
+                    save_weights(model if config.phase == "pretrain" else model.encoder, out / "checkpoints" / f"encoder_epoch{epoch + 1}.safetensors", phase=config.phase, epoch=epoch + 1, metrics=row)
+                if last or (epoch + 1) % config.checkpoint_every == 0:
+                    _save_state(state_path, model, opt, sched, epoch, history)
+                _write_metrics(out / "metrics.csv", history)
+            except OSError as e:
+                raise write_error(Path(e.filename) if e.filename else out, e) from None
     finally:
         bar.close()
 
     results = {"phase": config.phase, **task.evaluate(model, device, amp), "final_train_loss": history[-1]["train_loss"], "epochs": config.epochs}
     meta = {"phase": config.phase, "epoch": config.epochs, "metrics": results, "config": config.to_dict()}
-    save_weights(model.encoder, out / "encoder.safetensors", **meta)
-    save_weights(model, out / "model.safetensors", **meta)
-    atomic_write_json(out / RESULTS, results)
+    try:
+        save_weights(model.encoder, out / "encoder.safetensors", **meta)
+        save_weights(model, out / "model.safetensors", **meta)
+        atomic_write_json(out / RESULTS, results)
+    except OSError as e:
+        raise write_error(Path(e.filename) if e.filename else out, e) from None
     return results

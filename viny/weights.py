@@ -21,7 +21,7 @@ from torch import nn
 import viny
 from viny.files import atomic_path, atomic_write_json
 
-__all__ = ["save_weights", "load_weights", "read_metadata", "load_encoder", "load_simmim", "model_spec"]
+__all__ = ["save_weights", "load_weights", "read_metadata", "load_encoder", "load_simmim", "load_user_encoder", "model_spec"]
 
 _META_KEY = "viny"
 
@@ -99,3 +99,44 @@ def load_simmim(path: str | os.PathLike):
     model = SimMIM(viny.ViNy(**meta["model_args"]), mask_ratio=meta.get("mask_ratio", 0.5))
     model.load_state_dict(sd, strict=True)
     return model
+
+
+def _looks_pickled(path: Path) -> bool:
+    """torch.save files start with a zip header (``PK``) or a pickle protocol byte (0x80)."""
+    with open(path, "rb") as f:
+        head = f.read(2)
+    return head[:2] == b"PK" or head[:1] == b"\x80"
+
+
+def load_user_encoder(path: str | os.PathLike, option: str = "--init-from") -> "viny.ViNy":
+    """The one loader for encoder weights a user names (``--init-from``, ``viny geometry
+    NAME=PATH``, notebooks): a viny ``.safetensors`` (encoder, SimMIM or encoder + head: the
+    encoder part) or an authors' ``.pth`` (encoder or ``mim_*``). Anything else raises a
+    :class:`~viny.errors.VinyError` naming ``option``, the file and what it is not.
+    Nothing is ever unpickled beyond tensors (``torch.load(weights_only=True)``)."""
+    from viny.errors import VinyError
+    from viny.reference import ReferenceCheckpointError, load_reference_checkpoint
+    from viny.simmim import SimMIM
+
+    path = Path(path).expanduser()
+    what = "a viny .safetensors weights file or an authors' .pth checkpoint"
+    if not path.is_file():
+        raise VinyError(f"{option} {path}: no such file; pass {what}")
+    if path.stat().st_size == 0:
+        raise VinyError(f"{option} {path}: the file is empty; pass {what}")
+    if path.suffix == ".safetensors":
+        if _looks_pickled(path):
+            raise VinyError(f"{option} {path}: a pickled torch file under a .safetensors name, not safetensors; "
+                            "viny does not unpickle it; convert it with safetensors.torch.save_file or pass it as an authors' .pth")
+        try:
+            return load_encoder(path)
+        except (ValueError, SafetensorError, RuntimeError, KeyError, TypeError) as e:
+            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise VinyError(f"{option} {path}: not a usable viny weights file ({reason[:300]})") from None
+    try:
+        model = load_reference_checkpoint(path)
+    except ReferenceCheckpointError as e:
+        raise VinyError(f"{option} {e}") from None
+    enc = model.encoder if isinstance(model, SimMIM) else model
+    enc.reset_classifier(0)
+    return enc

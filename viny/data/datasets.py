@@ -35,6 +35,20 @@ PETS_LAYOUT = "oxford-iiit-pet/images/*.jpg, oxford-iiit-pet/annotations/trimaps
 INTEL_LAYOUT = "seg_train/seg_train/<class>/*.jpg and seg_test/seg_test/<class>/*.jpg"
 
 
+# the data root of a full study (`viny demo --data-root`, grids' data_root): the three data sets side by side
+DATA_FOLDERS = ("imagenet-subset/train", "intel-image-classification", "oxford-iiit-pet")
+
+
+def check_data_root(data_root: str | Path, option: str = "--data-root") -> Path:
+    """``data_root`` resolved, after checking it holds the three data sets' folders."""
+    root = Path(data_root).expanduser().resolve()
+    missing = [f for f in DATA_FOLDERS if not (root / f).is_dir()]
+    if missing:
+        raise DataError(f"{option} {data_root}: missing {', '.join(missing)}; it must hold "
+                        "imagenet-subset/train (ImageFolder), intel-image-classification (Kaggle layout) and oxford-iiit-pet (official layout)")
+    return root
+
+
 def sample_root() -> Path:
     """The data sample shipped in the repository (``$VINY_DATA`` overrides)."""
     import os

@@ -1,0 +1,155 @@
+"""Bad input and faults: each ends in one line naming the file or parameter, with a non-zero
+exit, before work starts, and nothing already written is lost."""
+
+import collections
+import errno
+import os
+import shutil
+
+import pytest
+import torch
+
+import viny.train as T
+from viny.cli import main
+from viny.config import make_config
+from viny.errors import VinyError
+from viny.model import create_encoder
+from viny.weights import save_weights
+
+TINY = ["--model", "viny_test", "--epochs", "1", "--quiet", "--batch-size", "16", "--train-size", "16", "--test-size", "16"]
+
+
+def one_line_error(capsys, argv, *needles):
+    rc = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert rc == 2, err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    for n in needles:
+        assert n in err, err
+    return err
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ("echo pwned",))
+
+
+@pytest.fixture
+def bad_weights(tmp_path):
+    good = tmp_path / "good.safetensors"
+    save_weights(create_encoder("viny_test"), good)
+    files = {}
+    files["truncated.safetensors"] = good.read_bytes()[: len(good.read_bytes()) // 2]
+    files["empty.safetensors"] = b""
+    torch.save({"pos_embed": torch.zeros(1)}, tmp_path / "pickle.safetensors")
+    torch.save({"x": torch.zeros(1), "obj": _Evil()}, tmp_path / "code.pth")
+    torch.save({"conv1.weight": torch.zeros(3, 3), "fc.bias": torch.zeros(2)}, tmp_path / "resnet.pth")
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    return tmp_path
+
+
+@pytest.mark.parametrize("name,needle", [
+    ("truncated.safetensors", "not a usable viny weights file"),
+    ("empty.safetensors", "the file is empty"),
+    ("pickle.safetensors", "a pickled torch file under a .safetensors name"),
+    ("code.pth", "not a weights-only torch checkpoint"),
+    ("resnet.pth", "not an authors' ViNy checkpoint"),
+    ("missing.pth", "no such file"),
+])
+def test_user_weights_are_refused_in_one_line(capsys, bad_weights, tmp_path, name, needle):
+    path = str(bad_weights / name)
+    err = one_line_error(capsys, ["finetune", *TINY, "--init-from", path, "--out", str(tmp_path / "run")], "--init-from", path, needle)
+    assert "weights_only=False" not in err  # never relay torch's advice to unpickle
+    assert not (tmp_path / "run" / "state.pt").exists()
+    one_line_error(capsys, ["geometry", f"enc={path}", "--images", "8", "--quiet", "--out", str(tmp_path / "geo")], path, needle)
+
+
+def test_authors_state_dict_error_names_the_files_key(tmp_path):
+    from reference_oracle import authors_state_dict, oracle_vit
+
+    sd = authors_state_dict(oracle_vit(depth=6), with_head=False)
+    del sd["transformer.layers.5.0.to_qkv.weight"]
+    torch.save(sd, tmp_path / "enc.pth")
+    with pytest.raises(VinyError, match=r"transformer\.layers\.5\.0\.to_qkv\.weight"):
+        T.init_encoder(make_config("finetune", init_from=str(tmp_path / "enc.pth")))
+
+
+def test_output_that_cannot_be_written_is_refused_before_work(capsys, tmp_path):
+    (tmp_path / "file").write_text("x")
+    one_line_error(capsys, ["finetune", *TINY, "--out", str(tmp_path / "file" / "run")], "cannot write", str(tmp_path / "file"))
+
+
+def test_read_only_output_says_so(tmp_path, monkeypatch):
+    def refuse(*a, **k):
+        raise PermissionError(errno.EROFS, "Read-only file system", str(tmp_path))
+
+    monkeypatch.setattr(T.tempfile, "NamedTemporaryFile", refuse)
+    with pytest.raises(VinyError, match="read-only folder"):
+        T.train(make_config("finetune", epochs=1, train_size=16, test_size=16, model="viny_test", batch_size=16), tmp_path / "ro", progress=False)
+
+
+def test_full_disk_says_disk_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
+    cfg = make_config("finetune", epochs=3, train_size=16, test_size=16, model="viny_test", precision="fp32", batch_size=16)
+    full = T.train(cfg, tmp_path / "full", progress=False)
+    real_save, calls = torch.save, collections.Counter()
+
+    def save_fails_on_epoch_2(obj, f, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            with open(f, "wb") as fh:  # a partial write, as torch leaves it
+                fh.write(b"PK\x03\x04partial")
+            raise RuntimeError("[enforce fail at inline_container.cc:603] . unexpected pos 64 vs 0\nfile write failed")
+        return real_save(obj, f, *a, **k)
+
+    DiskUsage = collections.namedtuple("DiskUsage", "total used free")
+    monkeypatch.setattr(T.torch, "save", save_fails_on_epoch_2)
+    monkeypatch.setattr(T.shutil, "disk_usage", lambda p: DiskUsage(100, 100, 0))
+    run = tmp_path / "run"
+    with pytest.raises(VinyError, match=r"disk is full.*--resume") as e:
+        T.train(cfg, run, progress=False)
+    assert str(run / "state.pt") in str(e.value) and "inline_container" not in str(e.value)
+    assert not list(run.glob(".*.tmp"))  # the half-written checkpoint is gone, the epoch-1 one intact
+    monkeypatch.setattr(T.torch, "save", real_save)
+    monkeypatch.setattr(T.shutil, "disk_usage", shutil.disk_usage)
+    assert T.train(cfg, run, resume=True, progress=False) == full
+
+
+def test_stale_temp_files_of_a_killed_write_are_removed_on_the_next_start(tmp_path):
+    cfg = make_config("finetune", epochs=1, train_size=16, test_size=16, model="viny_test", batch_size=16)
+    run = tmp_path / "run"
+    run.mkdir()
+    stale = run / ".state.pt.abc123.tmp"
+    stale.write_bytes(b"")
+    T.train(cfg, run, progress=False)
+    assert not stale.exists()
+
+
+GRIDS = {
+    "axes: 5": ("studies:\n  ft:\n    notebook: notebooks/04_finetune.py\n    axes: 5\n", "'axes' must be a mapping"),
+    "fixed list": ("studies:\n  ft:\n    notebook: notebooks/04_finetune.py\n    fixed: [1, 2]\n", "'fixed' must be a mapping"),
+    "studies list": ("studies: [a, b]\n", "'studies' must be a mapping"),
+    "missing notebook": ("studies:\n  ft:\n    notebook: notebooks/nope.py\n", "notebook notebooks/nope.py does not exist"),
+    "epochs: one": ("studies:\n  ft:\n    notebook: notebooks/04_finetune.py\n    fixed: {epochs: one}\n", "parameter epochs = 'one': expected int, got str"),
+    "train_size mixed": ("studies:\n  ft:\n    notebook: notebooks/04_finetune.py\n    axes: {train_size: ['8', 8.5]}\n", "parameter train_size = '8': expected int"),
+    "bad choice": ("studies:\n  ft:\n    notebook: notebooks/04_finetune.py\n    axes: {intermediate: [none, cls_mnist]}\n", "cls_mnist': not one of none, cls_intel"),
+    "bad model": ("studies:\n  ft:\n    notebook: notebooks/04_finetune.py\n    fixed: {model: resnet50}\n", "not one of viny, viny_test"),
+    "data_root": ("studies:\n  ft:\n    notebook: notebooks/04_finetune.py\n    fixed: {data_root: /no/such/data}\n", "missing imagenet-subset/train"),
+}
+
+
+@pytest.mark.parametrize("case", list(GRIDS))
+def test_bad_grid_files_are_refused_naming_the_file_study_and_parameter(capsys, tmp_path, case):
+    from pathlib import Path
+
+    text, needle = GRIDS[case]
+    root = Path(__file__).resolve().parents[1]
+    path = root / "params" / f".test-{case.replace(' ', '_').replace(':', '')}.yaml"  # beside the real grids: notebooks resolve
+    path.write_text(text)
+    try:
+        err = one_line_error(capsys, ["grid", str(path), "--out", str(tmp_path / "g")], str(path), needle)
+        if "parameter" in needle:
+            assert "study 'ft'" in err
+        assert not (tmp_path / "g").exists()
+    finally:
+        path.unlink()
