@@ -37,6 +37,7 @@ from viny.data import load_image_folder
 from viny.figures import loss_curve, setup_charts
 from viny.pipeline import upstream_encoder
 from viny.pretrained import describe_encoder, pretraining_record
+from viny.study import FILES
 from viny.views import reconstruction_figure, repo_runs, write_json
 from viny.weights import load_simmim
 
@@ -64,7 +65,7 @@ size = simmim.encoder.patch_embed.img_size[0]
 images = load_image_folder(Path(data_root) / "imagenet-subset" / "train" if data_root else None, size=size, progress=False).images
 fig = reconstruction_figure(simmim, images[:show_images], seed=0)
 out.mkdir(parents=True, exist_ok=True)
-fig.save(out / "reconstructions.png")
+fig.save(out / FILES["reconstructions"])
 display(fig)
 write_json(out / "metrics.json", {"pretrain_images": pretrain_images, "epochs": epochs, "encoder_source": describe_encoder(encoder_path),
                                    **results})

@@ -46,6 +46,7 @@ from viny.config import make_config
 from viny.figures import loss_curve, setup_charts
 from viny.pipeline import run_in_store, upstream_encoder
 from viny.pretrained import describe_encoder
+from viny.study import FILES
 from viny.views import load_json, read_metrics_csv, repo_runs, segmentation_examples, write_json
 
 setup_charts()
@@ -71,5 +72,5 @@ loss_curve(read_metrics_csv(run), "fine-tuning loss")
 
 # %%
 fig = segmentation_examples(run, n=3)
-fig.save(out / "segmentation.png")
+fig.save(out / FILES["segmentation"])
 display(fig)

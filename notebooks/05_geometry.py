@@ -48,6 +48,7 @@ from viny.diagnostics import compare_encoders, diagnostic_images
 from viny.figures import cosine_chart, heatmap_explorer, setup_charts
 from viny.model import create_encoder
 from viny.pipeline import upstream_encoder
+from viny.study import FILES, RANDOM_INIT, encoder_label
 from viny.views import heatmap_data, repo_runs, write_json
 from viny.weights import load_encoder
 
@@ -57,12 +58,10 @@ out.mkdir(parents=True, exist_ok=True)
 store = Path(store_dir) if store_dir else repo_runs("notebooks", "store")
 common = dict(model=model, seed=seed, pretrain={"epochs": pretrain_epochs}, data_root=data_root or None, pretrain_source=pretrain_source,
               intermediate_options={"epochs": intermediate_epochs, "num_images": intermediate_images or None, "test_size": test_size})
-names = {"none": "pretrained (SimMIM)", "cls_intel": "CLS-intermediate (Intel)", "cls_pets": "CLS-intermediate (Pets)",
-         "spatial": "spatial intermediate", "spatial_intel": "spatial intermediate (Intel, label-free)"}
-encoders = {"random init": create_encoder(model)}
+encoders = {RANDOM_INIT: create_encoder(model)}
 for task in ["none", *intermediates]:
-    encoders[names[task]] = load_encoder(upstream_encoder(store, pretrain_images, task, **common))
-size = encoders["random init"].patch_embed.img_size[0]
+    encoders[encoder_label(task)] = load_encoder(upstream_encoder(store, pretrain_images, task, **common))
+size = encoders[RANDOM_INIT].patch_embed.img_size[0]
 data = diagnostic_images(data_root or None, num_images, size=size, seed=seed)
 
 # %% [markdown]
@@ -72,8 +71,8 @@ data = diagnostic_images(data_root or None, num_images, size=size, seed=seed)
 
 # %%
 table, cosine = compare_encoders(encoders, data, layers, dse_images, seed=seed)
-table.to_csv(out / "geometry.csv", index=False)
-cosine.to_csv(out / "cosine.csv", index=False)
+table.to_csv(out / FILES["geometry"], index=False)
+cosine.to_csv(out / FILES["cosine"], index=False)
 write_json(out / "metrics.json", {"table": table.to_dict("records"), "images": len(data.images)})
 display(table)
 
@@ -89,9 +88,9 @@ cosine_chart(cosine[cosine["layer"] == cosine["layer"].max()])
 # %%
 held_out = [i for i in range(len(data.images)) if not data.probe_train[i]][:heatmap_images]
 sims, uris, refs = heatmap_data(encoders, data.images[held_out], data.targets[held_out])
-sims.to_parquet(out / "heatmaps.parquet")
-write_json(out / "heatmap_images.json", {"images": uris, "references": refs})
-heatmap_explorer(sims, uris, tuple(encoders["random init"].grid_size), default_patch=refs["image 1"]["foreground"])
+sims.to_parquet(out / FILES["heatmaps"])
+write_json(out / FILES["heatmap_images"], {"images": uris, "references": refs})
+heatmap_explorer(sims, uris, tuple(encoders[RANDOM_INIT].grid_size), default_patch=refs["image 1"]["foreground"])
 
 # %% [markdown]
 # ## Live explorer (needs a running kernel)
@@ -103,7 +102,7 @@ from viny.figures import colorize_trimap, panel
 from viny.views import similarity_maps
 
 
-def show(image=0, encoder=list(encoders)[1], layer=len(encoders["random init"].blocks), patch=int(refs["image 1"]["foreground"])):
+def show(image=0, encoder=list(encoders)[1], layer=len(encoders[RANDOM_INIT].blocks), patch=int(refs["image 1"]["foreground"])):
     m = similarity_maps(encoders[encoder], data.images[held_out[image]], {"patch": patch}, layer)["patch"]
     heat = ((m.clip(-0.5, 1) + 0.5) / 1.5)[..., None].repeat(3, -1).repeat(16, 0).repeat(16, 1)
     display(panel([[data.images[held_out[image]], colorize_trimap(data.targets[held_out[image]]), heat]],
@@ -111,7 +110,7 @@ def show(image=0, encoder=list(encoders)[1], layer=len(encoders["random init"].b
 
 
 if live_explorer:
-    depth = len(encoders["random init"].blocks)
-    n_patches = encoders["random init"].patch_embed.num_patches
+    depth = len(encoders[RANDOM_INIT].blocks)
+    n_patches = encoders[RANDOM_INIT].patch_embed.num_patches
     W.interact(show, image=W.IntSlider(0, 0, len(held_out) - 1), encoder=list(encoders), layer=W.IntSlider(depth, 1, depth),
                patch=W.IntSlider(0, 0, n_patches - 1))

@@ -31,12 +31,13 @@ from IPython.display import Markdown, display
 from viny.figures import intermediate_delta, miou_vs_size, setup_charts
 from viny.findings import findings, findings_markdown
 from viny.paper import comparison_table
+from viny.study import FILES, finetune_rows
 from viny.views import repo_runs, write_json
 
 setup_charts()
 grid = Path(grid_dir) if grid_dir else repo_runs("demo")
-table = pd.read_parquet(grid / "results.parquet")
-ft = table[(table["study"] == "finetune") & (table["status"] == "done")]
+table = pd.read_parquet(grid / FILES["results"])
+ft = finetune_rows(table)  # axes a grid leaves out take the notebook's defaults
 display(ft.head())
 
 # %%

@@ -153,3 +153,51 @@ def test_bad_grid_files_are_refused_naming_the_file_study_and_parameter(capsys, 
         assert not (tmp_path / "g").exists()
     finally:
         path.unlink()
+
+
+def test_sigterm_stops_the_workers_of_a_parallel_grid_and_leaves_their_cells_pending(tmp_path, monkeypatch):
+    import signal
+    import threading
+    import time
+
+    import psutil
+
+    import viny.grid as G
+    from grid_helpers import slow_cell
+
+    cells = [G.Cell("s", "nb.py", {}, {"i": i}, str(tmp_path / f"c{i}")) for i in range(2)]
+    monkeypatch.setattr(G, "run_cell", slow_cell)
+
+    def terminate_when_started():
+        deadline = time.time() + 60
+        while time.time() < deadline and not all((tmp_path / f"c{i}" / "started").exists() for i in range(2)):
+            time.sleep(0.2)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=terminate_when_started, daemon=True).start()
+    t0 = time.time()
+    with pytest.raises(KeyboardInterrupt):
+        G._run_local(cells, 2, lambda r: r)
+    assert time.time() - t0 < 60  # not the 120 s the cells would take
+    workers = [p for p in psutil.Process().children(recursive=True) if p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+               and "resource_tracker" not in " ".join(p.cmdline())]  # multiprocessing's tracker lives as long as this process
+    assert not workers
+    assert all(G.cell_status(c) == "pending" for c in cells)
+
+
+def test_a_full_disk_is_not_retried(tmp_path, monkeypatch):
+    import viny.grid as G
+
+    calls = []
+
+    def no_space(*a, **k):
+        calls.append(1)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    import papermill
+
+    monkeypatch.setattr(papermill, "execute_notebook", no_space)
+    nb = tmp_path / "nb.py"
+    nb.write_text("# %%\nx = 1\n")
+    rec = G.run_cell(G.Cell("s", str(nb), {}, {}, str(tmp_path / "cell")))
+    assert rec["status"] == "failed" and "disk" in rec["error"] and len(calls) == 1

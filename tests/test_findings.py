@@ -77,3 +77,15 @@ def test_spatial_probe_uses_the_label_free_intel_task_when_the_pets_one_is_absen
     # differences 5, 6, 7 points: mean 6, interval 6 -+ 2.48
     assert v["spatial_probe"] == "supported"
     assert "spatial intermediate (Intel, label-free) minus pre-trained: +6.00 [+3.52, +8.48] (n=3)" in ev["spatial_probe"]
+
+
+def test_a_grid_without_the_intermediate_axis_is_judged_not_a_key_error():
+    from viny.study import finetune_rows
+
+    t = _table()
+    t = t[t["intermediate"] == "none"].drop(columns=["intermediate"])
+    ft = finetune_rows(t)
+    assert set(ft["intermediate"]) == {"none"} and len(ft) == len(t)
+    f = findings(t).set_index("claim")
+    assert f.loc["diminishing_finetune", "verdict"] == "supported"
+    assert f.loc["cls_hurts", "verdict"] == "inconclusive"

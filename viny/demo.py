@@ -19,6 +19,7 @@ import pandas as pd
 from viny.errors import VinyError
 from viny.data.datasets import DATA_FOLDERS, check_data_root
 from viny.files import atomic_path
+from viny.study import finetune_rows
 
 __all__ = ["PARAMS", "run_demo", "summarize", "publish", "check_data_root"]
 
@@ -119,7 +120,7 @@ def run_demo(out: str | Path | None = None, scale: str = "demo", executor: str =
     # a report to be published names the data root as the command does, not by this machine's path
     published_data = f"PATH given as --data-root ({', '.join(DATA_FOLDERS)})" if publish_to is not None and data_root is not None else None
     report = build_report(grid.out, data_label=published_data)
-    ft = table[(table["study"] == "finetune") & (table["status"] == "done")]
+    ft = finetune_rows(table)
     if len(ft):
         summary = summarize(ft)
         with atomic_path(grid.out / "summary.csv") as tmp:

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from viny.study import FILES, GEOMETRY, INTERMEDIATE_TASKS, PRETRAINED, finetune_rows, study_rows
 from viny.stats import mean_interval, paired_difference
 
 __all__ = ["findings", "findings_markdown", "CLAIMS"]
@@ -31,7 +32,8 @@ CLAIMS = {
 }
 
 
-SPATIAL_ENCODERS = ("spatial intermediate", "spatial intermediate (Intel, label-free)")  # names used by notebooks/05_geometry.py
+# the paper's spatial task (Pets trimaps) first, then the label-free one on the Intel images
+SPATIAL_ENCODERS = tuple(INTERMEDIATE_TASKS[t].label for t in ("spatial", "spatial_intel"))
 
 
 def _verdict(iv: dict, positive_is_claim: bool = True) -> str:
@@ -153,10 +155,10 @@ def _cls_where_pretraining_helps(ft, metric, diffs):
 
 
 def _spatial_probe(table: pd.DataFrame, grid_dir: Path | None):
-    geo = table[(table["study"] == "geometry") & (table["status"] == "done")] if "study" in table else table.iloc[0:0]
+    geo = study_rows(table, GEOMETRY)
     frames = []
     for _, row in geo.iterrows():
-        path = Path(row["output_dir"]) / "geometry.csv"
+        path = Path(row["output_dir"]) / FILES["geometry"]
         if path.is_file():
             frames.append(pd.read_csv(path).assign(seed=row.get("seed", 0)))
     if not frames:
@@ -166,7 +168,7 @@ def _spatial_probe(table: pd.DataFrame, grid_dir: Path | None):
     # the paper's spatial task (Pets trimaps) if the study has it, else the label-free one on the Intel images
     name = next((e for e in SPATIAL_ENCODERS if e in set(g["encoder"])), None)
     spatial = g[g["encoder"] == name].set_index("seed")["probe_accuracy"] * 100
-    pre = g[g["encoder"] == "pretrained (SimMIM)"].set_index("seed")["probe_accuracy"] * 100
+    pre = g[g["encoder"] == PRETRAINED].set_index("seed")["probe_accuracy"] * 100
     if not len(spatial) or not len(pre):
         return _row("spatial_probe", "inconclusive", "the geometry study lacks the spatial or the pre-trained encoder")
     diff = paired_difference(spatial, pre)
@@ -184,7 +186,7 @@ def _spatial_probe(table: pd.DataFrame, grid_dir: Path | None):
 
 def findings(table: pd.DataFrame, grid_dir: str | Path | None = None, metric: str = "miou") -> pd.DataFrame:
     """One row per claim: ``claim, statement, verdict, evidence``."""
-    ft = table[(table["study"] == "finetune") & (table["status"] == "done")] if "study" in table else table
+    ft = finetune_rows(table) if "study" in table else table
     rows = [_pretraining_small_data(ft, metric), _diminishing(ft, metric, "train_size", "diminishing_finetune"),
             _diminishing(ft, metric, "pretrain_images", "diminishing_pretrain")]
     row, diffs = _cls_hurts(ft, metric)

@@ -31,12 +31,17 @@ cell when the cluster has GPUs; connects to ``RAY_ADDRESS`` or starts a local cl
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import itertools
 import json
 import os
 import re
+import shutil
+import signal
 import tempfile
+import threading
 import time
 import traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -300,12 +305,44 @@ def run_cell(cell: Cell, threads: int | None = None, retries: int = 3, timeout: 
         except TimeoutError as e:  # a notebook cell ran past the limit: not retried either
             record.update(error=f"timed out: {e}")
             break
-        except Exception as e:  # kernel start or transport trouble: retried
+        except Exception as e:  # kernel start or transport trouble: retried, unless the disk is full
             record.update(error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc(limit=5))
+            if _disk_full(e, cdir):
+                record["error"] = f"the disk holding {cdir} is full; free some space and rerun the grid ({type(e).__name__}: {e})"
+                break
             time.sleep(2 * attempt)
     record["seconds"] = round(time.perf_counter() - t0, 2)
     atomic_write_json(cdir / "status.json", record)
     return record
+
+
+def _disk_full(error: BaseException, folder: Path) -> bool:
+    """A full disk is not transient: retrying a cell on it only wastes minutes."""
+    if getattr(error, "errno", None) == errno.ENOSPC or "No space left on device" in str(error):
+        return True
+    try:
+        return shutil.disk_usage(folder).free < 16 * 2**20
+    except OSError:
+        return False
+
+
+def _stop_workers(pool: ProcessPoolExecutor) -> None:
+    """Terminate the pool's workers and their notebook kernels (their cells stay pending)."""
+    import psutil
+
+    workers = list((getattr(pool, "_processes", None) or {}).values())  # before shutdown, which forgets them
+    pool.shutdown(wait=False, cancel_futures=True)
+    procs = []
+    for proc in workers:
+        with contextlib.suppress(psutil.Error):
+            procs += psutil.Process(proc.pid).children(recursive=True) + [psutil.Process(proc.pid)]
+    for p in procs:
+        with contextlib.suppress(psutil.Error):
+            p.terminate()
+    _, alive = psutil.wait_procs(procs, timeout=5)
+    for p in alive:
+        with contextlib.suppress(psutil.Error):
+            p.kill()
 
 
 def _run_local(cells: list[Cell], jobs: int, progress) -> list[dict]:
@@ -314,10 +351,23 @@ def _run_local(cells: list[Cell], jobs: int, progress) -> list[dict]:
     if jobs <= 1:
         return [progress(run_cell(c, threads)) for c in cells]
     records = []
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn"))
+
+    def on_sigterm(signum, frame):  # SIGTERM stops the grid like Ctrl-C: workers too, not only this process
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm) if threading.current_thread() is threading.main_thread() else None
+    try:
         futures = [pool.submit(run_cell, c, threads) for c in cells]
         for f in as_completed(futures):
             records.append(progress(f.result()))
+    except BaseException:
+        _stop_workers(pool)
+        raise
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+        pool.shutdown(wait=True, cancel_futures=True)
     return records
 
 

@@ -22,6 +22,7 @@ import altair as alt
 import pandas as pd
 
 from viny.errors import VinyError
+from viny.study import FILES, GEOMETRY, SIMMIM, finetune_rows, study_rows
 from viny.files import atomic_write_text
 
 __all__ = ["build_report"]
@@ -100,15 +101,15 @@ def build_report(grid: str | Path, out: str | Path | None = None, data_label: st
         from viny.grid import load_grid
 
         grid = load_grid(grid, check=False).out
-    results = grid / "results.parquet"
+    results = grid / FILES["results"]
     if not results.is_file():
         raise VinyError(f"{grid} has no results.parquet; run `viny grid PARAMS.yaml` first")
     table = pd.read_parquet(results)
     out = Path(out) if out else grid / "report.html"
     alt.data_transformers.disable_max_rows()
     done = table[table["status"] == "done"]
-    ft = done[done["study"] == "finetune"] if "study" in done else done.iloc[0:0]
-    geo_rows = done[done["study"] == "geometry"]
+    ft = finetune_rows(table)
+    geo_rows = study_rows(table, GEOMETRY)
     charts: dict[str, dict] = {}
     sections: list[str] = []
 
@@ -156,14 +157,14 @@ def build_report(grid: str | Path, out: str | Path | None = None, data_label: st
         ex_cls = ft[(ft["intermediate"] == "cls_intel") & (ft["pretrain_images"] == ex["pretrain_images"]) & (ft["train_size"] == ex["train_size"])]
         sections.append("<h2>Segmentation examples (Figs. A1, A2)</h2><p class='note'>image, ground truth, prediction; "
                         f"{int(ex['pretrain_images']):,} pre-training images, {int(ex['train_size'])} fine-tuning images, "
-                        f"intermediate {html.escape(str(ex['intermediate']))}</p>" + _img(Path(ex["output_dir"]) / "segmentation.png", "segmentation examples"))
+                        f"intermediate {html.escape(str(ex['intermediate']))}</p>" + _img(Path(ex["output_dir"]) / FILES["segmentation"], "segmentation examples"))
         if len(ex_cls):
             sections.append("<p class='note'>The same with the intermediate CLS stage (Fig. A2):</p>"
-                            + _img(Path(ex_cls.iloc[0]["output_dir"]) / "segmentation.png", "segmentation after CLS"))
+                            + _img(Path(ex_cls.iloc[0]["output_dir"]) / FILES["segmentation"], "segmentation after CLS"))
 
     if len(geo_rows):
         gdir = Path(geo_rows.iloc[0]["output_dir"])
-        geo = pd.read_csv(gdir / "geometry.csv")
+        geo = pd.read_csv(gdir / FILES["geometry"])
         final = geo[geo["layer"] == geo["layer"].max()]
         cols = ["encoder", "within_variance", "across_variance", "probe_accuracy", "probe_miou", "probe_train_accuracy_authors", "dse"]
         ours = final[cols].copy()
@@ -177,12 +178,12 @@ def build_report(grid: str | Path, out: str | Path | None = None, data_label: st
                 x="layer:O", y=alt.Y("probe_accuracy:Q", scale=alt.Scale(zero=False)), color="encoder:N").properties(
                 width=420, height=240, title="held-out patch-probe accuracy by block").to_dict()
             sections.append("<div id='layers' class='chart'></div>")
-        cos = pd.read_csv(gdir / "cosine.csv")
+        cos = pd.read_csv(gdir / FILES["cosine"])
         charts["fig5"] = cosine_chart(cos[cos["layer"] == cos["layer"].max()]).to_dict()
         sections.append("<h2>Similarity vs distance (Fig. 5)</h2><div id='fig5' class='chart'></div>")
-        hm = gdir / "heatmaps.parquet"
+        hm = gdir / FILES["heatmaps"]
         if hm.is_file():
-            meta = json.loads((gdir / "heatmap_images.json").read_text())
+            meta = json.loads((gdir / FILES["heatmap_images"]).read_text())
             sims = pd.read_parquet(hm)
             first = next(iter(meta["references"].values()))
             grid_side = int(round(sims["target"].max() + 1) ** 0.5)
@@ -191,9 +192,9 @@ def build_report(grid: str | Path, out: str | Path | None = None, data_label: st
                             "similarity to it is drawn on the right (scale fixed to [-0.5, 1]). Works without a kernel.</p>"
                             "<div id='fig6' class='chart'></div>")
 
-    sim_rows = done[done["study"] == "simmim"]
+    sim_rows = study_rows(table, SIMMIM)
     if len(sim_rows):
-        sections.append("<h2>SimMIM reconstructions (Fig. 2)</h2>" + _img(Path(sim_rows.iloc[0]["output_dir"]) / "reconstructions.png", "reconstructions"))
+        sections.append("<h2>SimMIM reconstructions (Fig. 2)</h2>" + _img(Path(sim_rows.iloc[0]["output_dir"]) / FILES["reconstructions"], "reconstructions"))
     def where(cell_dir: str) -> str:  # relative to the grid folder, so a published report names no machine paths
         path = Path(cell_dir) / "notebook.ipynb"
         return str(path.relative_to(grid.resolve())) if path.is_relative_to(grid.resolve()) else str(path)

@@ -1,0 +1,76 @@
+"""The study's names, defined once: studies (grid sections), the files each notebook writes
+and the report reads, the encoders' display labels, the intermediate tasks and the
+data-root layout. Notebooks, grid files, the report and the findings import from here,
+so renaming a label or a file cannot silently break a finding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+__all__ = ["MODEL", "SIMMIM", "INTERMEDIATE", "FINETUNE", "GEOMETRY", "RESULTS", "FILES", "IntermediateTask", "INTERMEDIATE_TASKS",
+           "RANDOM_INIT", "PRETRAINED", "encoder_label", "finetune_rows", "study_rows", "FINETUNE_DEFAULTS"]
+
+# studies: the grid files' section names, one per notebook
+MODEL, SIMMIM, INTERMEDIATE, FINETUNE, GEOMETRY, RESULTS = "model", "simmim", "intermediate", "finetune", "geometry", "results"
+
+# files a notebook writes into its cell folder (and the report / findings read)
+FILES = {
+    "metrics": "metrics.json",  # every notebook: the grid joins these into results.parquet
+    "results": "results.parquet",  # the grid's joined table
+    "reconstructions": "reconstructions.png",  # 02_simmim
+    "pretraining_curve": "pretraining_curve.csv",  # 02_simmim: mIoU along pre-training
+    "segmentation": "segmentation.png",  # 04_finetune
+    "geometry": "geometry.csv",  # 05_geometry: Table 2 per encoder and layer
+    "cosine": "cosine.csv",  # 05_geometry: Fig. 5
+    "heatmaps": "heatmaps.parquet",  # 05_geometry: Fig. 6 data
+    "heatmap_images": "heatmap_images.json",  # 05_geometry: Fig. 6 images
+}
+
+
+@dataclass(frozen=True)
+class IntermediateTask:
+    """An intermediate fine-tuning task: what it trains on and what the figures call it."""
+
+    name: str
+    data: str  # "intel" or "pets"
+    head: str  # "cls" (CLS classification) or "patch" (per-patch labels)
+    label: str  # display label of the encoder after this stage
+    spatial: bool  # patch-aligned supervision (the paper's "spatial")
+
+
+INTERMEDIATE_TASKS: dict[str, IntermediateTask] = {t.name: t for t in (
+    IntermediateTask("cls_intel", "intel", "cls", "CLS-intermediate (Intel)", False),
+    IntermediateTask("cls_pets", "pets", "cls", "CLS-intermediate (Pets)", False),
+    IntermediateTask("spatial", "pets", "patch", "spatial intermediate", True),
+    IntermediateTask("spatial_intel", "intel", "patch", "spatial intermediate (Intel, label-free)", True),
+)}
+
+RANDOM_INIT = "random init"
+PRETRAINED = "pretrained (SimMIM)"
+
+
+def encoder_label(intermediate: str) -> str:
+    """Display label of the pre-trained encoder after intermediate stage ``intermediate`` ("none": none)."""
+    return PRETRAINED if intermediate == "none" else INTERMEDIATE_TASKS[intermediate].label
+
+
+# what a fine-tuning cell means when its grid does not set a parameter (04_finetune's defaults)
+FINETUNE_DEFAULTS = {"pretrain_images": 0, "intermediate": "none", "seed": 0}
+
+
+def study_rows(table: pd.DataFrame, study: str) -> pd.DataFrame:
+    """The finished cells of one study in a grid's results table."""
+    if "study" not in table or "status" not in table:
+        return table.iloc[0:0]
+    return table[(table["study"] == study) & (table["status"] == "done")]
+
+
+def finetune_rows(table: pd.DataFrame) -> pd.DataFrame:
+    """The finished fine-tuning cells, with the axes a grid left out filled with the notebook's defaults."""
+    ft = study_rows(table, FINETUNE).copy()
+    for col, value in FINETUNE_DEFAULTS.items():
+        ft[col] = ft[col].fillna(value) if col in ft else value
+    return ft
