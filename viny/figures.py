@@ -10,7 +10,10 @@ image). Charts: :func:`loss_curve`, :func:`miou_vs_size` (paper Fig. 3),
 from __future__ import annotations
 
 import base64
+import functools
 import io
+import json
+import uuid
 
 import altair as alt
 import numpy as np
@@ -22,10 +25,51 @@ __all__ = [
     "cosine_chart", "heatmap_explorer", "to_uint8",
 ]
 
+@functools.cache
+def _vega_bundle() -> str:
+    """vega-embed + Vega + Vega-Lite as one script (vl-convert ships it: no network)."""
+    import vl_convert as vlc
+    from altair.utils._importers import vl_version_for_vl_convert
+
+    return vlc.javascript_bundle(vl_version=vl_version_for_vl_convert())
+
+
+_CHART_HTML = """<div class="vega-visualization" id="{div}"></div>
+<script type="text/javascript">
+if (!window.vegaEmbed) {{ (function () {{
+{bundle}
+}})(); }}
+(function () {{
+  const spec = {spec};
+  window.vegaEmbed("#{div}", spec, {options}).catch(console.error);
+}})();
+</script>"""
+
+
+def chart_html(spec: dict, embed_options: dict | None = None) -> str:
+    """One chart as HTML that renders offline and beside other charts on one page: the
+    Vega bundle is inlined (so saved notebooks and nbconvert HTML render without network)
+    but runs in its own function scope, only where no chart has loaded it yet, and each
+    chart's script is scoped too. (altair's inline template declares top-level constants,
+    so in a live JupyterLab page only the first chart rendered: NOTES.md.)"""
+    def js(obj) -> str:
+        return json.dumps(obj).replace("</", "<\\/")  # no '</script>' inside the script
+
+    return _CHART_HTML.format(div=f"viny-chart-{uuid.uuid4().hex[:12]}", bundle=_vega_bundle(), spec=js(spec),
+                              options=js({"mode": "vega-lite", **(embed_options or {})}))
+
+
+def _renderer(spec: dict, **metadata) -> dict:
+    return {"text/html": chart_html(spec, metadata.get("embed_options"))}
+
+
 def setup_charts() -> None:
-    """Notebook set-up: altair charts as self-contained HTML (the JavaScript inlined, so
-    executed notebooks render offline too) and no 5,000-row limit."""
-    alt.renderers.enable("html", template="inline")
+    """Notebook set-up: altair charts as self-contained HTML that renders in JupyterLab,
+    in executed notebooks and in nbconvert's HTML, offline (:func:`chart_html`), with no
+    5,000-row limit."""
+    if "viny" not in alt.renderers.names():
+        alt.renderers.register("viny", _renderer)
+    alt.renderers.enable("viny")
     alt.data_transformers.disable_max_rows()
 
 
@@ -93,12 +137,16 @@ def miou_vs_size(results: pd.DataFrame, metric: str = "miou") -> alt.LayerChart:
     agg = g.mean().rename("mean").to_frame().join(g.std(ddof=1).fillna(0).rename("std")).join(g.size().rename("seeds")).reset_index()
     agg["lo"], agg["hi"] = agg["mean"] - agg["std"], agg["mean"] + agg["std"]
     order = [p for p in agg.sort_values("pretrain_images")["pretrain"].unique()]
+    sizes = sorted(agg["train_size"].unique().tolist())
+    # the axis spans the measured sizes (a log axis would otherwise run on to the next power of ten)
     base = alt.Chart(agg).encode(
-        x=alt.X("train_size:Q", scale=alt.Scale(type="log"), title="fine-tuning images"),
-        color=alt.Color("pretrain:N", sort=order, title="pre-training images"),
+        x=alt.X("train_size:Q", scale=alt.Scale(type="log", domain=[sizes[0], sizes[-1]], nice=False),
+                axis=alt.Axis(values=sizes, format="d"), title="fine-tuning images"),
     )
-    band = base.mark_area(opacity=0.2).encode(y="lo:Q", y2="hi:Q")
+    colour = dict(sort=order, title="pre-training images", legend=alt.Legend(labelLimit=300, symbolOpacity=1))
+    band = base.mark_area(opacity=0.15).encode(y="lo:Q", y2="hi:Q", color=alt.Color("pretrain:N", **colour))
     line = base.mark_line(point=True).encode(
+        color=alt.Color("pretrain:N", **colour),
         y=alt.Y("mean:Q", title=f"{metric} (%)", scale=alt.Scale(zero=False)),
         tooltip=["pretrain", "train_size", alt.Tooltip("mean:Q", format=".2f"), alt.Tooltip("std:Q", format=".2f"), "seeds"],
     )
