@@ -10,7 +10,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.viny-installed
 
-.PHONY: demo test venv notebooks browser
+.PHONY: demo test venv notebooks lab browser
 
 venv: $(STAMP)
 
@@ -38,3 +38,7 @@ test: $(STAMP) browser
 # The .ipynb twins of the py:percent notebooks, for JupyterLab
 notebooks: $(STAMP)
 	$(BIN)/jupytext --sync notebooks/*.py
+
+# JupyterLab on the notebooks (the .py files open directly too, through the jupytext extension)
+lab: notebooks
+	cd notebooks && ../$(BIN)/jupyter lab

@@ -201,3 +201,17 @@ def test_a_full_disk_is_not_retried(tmp_path, monkeypatch):
     nb.write_text("# %%\nx = 1\n")
     rec = G.run_cell(G.Cell("s", str(nb), {}, {}, str(tmp_path / "cell")))
     assert rec["status"] == "failed" and "disk" in rec["error"] and len(calls) == 1
+
+
+def test_notebook_outputs_go_to_a_documented_place(tmp_path, monkeypatch):
+    from viny.views import repo_runs
+
+    monkeypatch.delenv("VINY_RUNS", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert repo_runs("notebooks", "finetune") == tmp_path / "runs" / "notebooks" / "finetune"  # a copied notebook writes beside itself
+    (tmp_path / "pyproject.toml").write_text("")
+    (tmp_path / "notebooks").mkdir()
+    monkeypatch.chdir(tmp_path / "notebooks")
+    assert repo_runs("demo") == tmp_path / "runs" / "demo"  # JupyterLab's working directory: the project's notebooks/
+    monkeypatch.setenv("VINY_RUNS", str(tmp_path / "elsewhere"))
+    assert repo_runs("demo") == tmp_path / "elsewhere" / "demo"

@@ -26,6 +26,21 @@ _HELP = {
     "data": "dataset root (default: the sample shipped in the repo)",
     "init_from": "initial encoder: a viny .safetensors or an authors' .pth (default: random init)",
     "epochs": "epochs (LR milestones are scaled to match unless --milestones is given)",
+    "lr": "peak learning rate of the optimizer",
+    "milestones": "epochs (not fractions) at which the LR is multiplied by --gamma, e.g. --milestones 50 85 (schedule multistep)",
+    "gamma": "LR factor at each milestone",
+    "schedule": "multistep (Table A1: x gamma at each milestone) or cosine (per step, from lr to 0 after the warmup)",
+    "warmup_epochs": "epochs of linear LR warmup (per step) before the schedule",
+    "contrast": "strength of the random contrast augmentation (0: none)",
+    "loss_quirk": "the authors' log_softmax over pixels before the cross-entropy (likely unintended; off = plain CE)",
+    "normalize": "ImageNet mean/std normalisation of the input (the authors' fine-tuning code does not normalise)",
+    "checkpoint_every": "epochs between resume checkpoints (state.pt)",
+    "save_encoder_every": "also keep an encoder snapshot every N epochs in checkpoints/ (0: only the final encoder); pre-training snapshots keep the decoder",
+    "split_seed": "seed of the train/test split of the Pets pool (paper: 42)",
+    "cache_dir": "decoded-image cache folder (default: $VINY_CACHE or ~/.cache/viny)",
+    "validation_size": "score on this many images from the end of the training pool instead of the test split (split nested), to choose settings without the test images",
+    "heldout_data": "Intel Image Classification root whose seg_test images score the reconstruction yardstick (default: the shipped sample)",
+    "heldout_images": "held-out images for the reconstruction yardstick",
 }
 
 

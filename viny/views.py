@@ -25,8 +25,17 @@ __all__ = [
 
 
 def repo_runs(*parts: str) -> Path:
-    """``<repo>/runs/<parts>``: where notebooks write when no folder is given."""
-    return Path(__file__).resolve().parents[1].joinpath("runs", *parts)
+    """Where notebooks write when no folder is given: ``$VINY_RUNS/<parts>`` if set, else
+    ``runs/<parts>`` in the working directory, or in the project folder when the working
+    directory is a project's ``notebooks/`` (as in JupyterLab). A notebook copied elsewhere
+    writes beside itself, never into the installed package's checkout."""
+    import os
+
+    if os.environ.get("VINY_RUNS"):
+        return Path(os.environ["VINY_RUNS"]).expanduser().joinpath(*parts)
+    cwd = Path.cwd()
+    base = cwd.parent if cwd.name == "notebooks" and (cwd.parent / "pyproject.toml").is_file() else cwd
+    return base.joinpath("runs", *parts)
 
 
 def write_json(path: str | Path, obj) -> Path:
@@ -69,7 +78,7 @@ def patch_grid_image(image_u8: np.ndarray, patch_size: int = 16, scale: int = 3)
 def attention_maps(encoder: ViNy, image_u8: np.ndarray, block: int = -1) -> np.ndarray:
     """Attention of the CLS token to every patch in ``block``, per head: ``[heads, gh, gw]``."""
     encoder = encoder.eval()
-    x = A.normalize(A.to_float(torch.from_numpy(np.ascontiguousarray(image_u8[None]))))
+    x = A.normalize(A.to_float(torch.from_numpy(np.array(image_u8[None]))))  # a copy: cached images are read-only memmaps
     tokens = encoder._pos_embed(encoder.patch_embed(x))  # noqa: SLF001  (timm's CLS + positions step)
     blocks = list(encoder.blocks)
     block = block % len(blocks)
@@ -89,7 +98,7 @@ def reconstructions(model, images_u8: np.ndarray, seed: int = 0, normalize: bool
     from viny.simmim import reconstruction_panels
 
     model = model.eval()
-    x = A.to_float(torch.from_numpy(np.ascontiguousarray(images_u8)))
+    x = A.to_float(torch.from_numpy(np.array(images_u8)))  # a copy: cached images are read-only memmaps
     xin = A.normalize(x) if normalize else x
     mask = model.random_mask(len(x), generator=torch.Generator().manual_seed(seed))
     _, pred, mask = model(xin, mask=mask)

@@ -151,7 +151,10 @@ def split_indices(n: int, train_size: int, test_size: int, protocol: str = "pape
     if train_size < 1 or test_size < 1:
         raise DataError(f"train size ({train_size}) and test size ({test_size}) must be positive")
     if train_size + test_size > n:
-        raise DataError(f"train size {train_size} + test size {test_size} is more than the {n} images available; use smaller sizes or the full data set")
+        hint = (" (the shipped sample has 598 Pets images: e.g. --train-size 250 --test-size 200 --split nested, the notebooks' defaults)"
+                if n < 1000 else "")
+        raise DataError(f"train size {train_size} + test size {test_size} is more than the {n} images available; "
+                        f"use smaller --train-size / --test-size or --data with the full data set{hint}")
     if protocol == "paper":
         train, test, _ = torch.utils.data.random_split(range(n), [train_size, test_size, n - train_size - test_size], generator=torch.Generator().manual_seed(seed))
         return np.array(train.indices, dtype=np.int64), np.array(test.indices, dtype=np.int64)
