@@ -151,6 +151,10 @@ def _run_phase(args) -> int:
         args.out = Path("runs") / f"{args.command}-{time.strftime('%Y%m%d-%H%M%S')}"
     results = train(config, args.out, resume=args.resume, progress=not args.quiet)
     print(json.dumps({"run": str(args.out), **results}, indent=2))
+    if "yardstick_ratio" in results:
+        from viny.pretrained import yardstick_text
+
+        print("held-out reconstruction (" + yardstick_text(results).replace("**", ""))
     return 0
 
 

@@ -118,8 +118,9 @@ def run_demo(out: str | Path | None = None, scale: str = "demo", executor: str =
     validate_values(grid)
     table = run_grid(grid, executor=executor, jobs=jobs, quiet=not progress)
     # a report to be published names the data root as the command does, not by this machine's path
-    published_data = f"PATH given as --data-root ({', '.join(DATA_FOLDERS)})" if publish_to is not None and data_root is not None else None
-    report = build_report(grid.out, data_label=published_data)
+    published_data = (f"the staged data sets given as --data-root (its {', '.join(DATA_FOLDERS)})"
+                      if publish_to is not None and data_root is not None else None)
+    report = build_report(grid.out, data_label=published_data, list_notebooks=publish_to is None)
     ft = finetune_rows(table)
     if len(ft):
         summary = summarize(ft)

@@ -128,6 +128,15 @@ def _pretrain_label(results: pd.DataFrame) -> pd.Series:
     return results["pretrain_images"].map(lambda n: "none" if n == 0 else f"{int(n):,}")
 
 
+def _size_axis(sizes: pd.Series) -> alt.X:
+    """Log axis of fine-tuning sizes spanning the measured sizes (padded a little, so error
+    bars do not sit on the axis line), ticks at those sizes."""
+    values = sorted(int(v) for v in pd.Series(sizes).unique())
+    lo, hi = values[0] / 1.15, values[-1] * 1.15
+    return alt.X("train_size:Q", scale=alt.Scale(type="log", domain=[lo, hi], nice=False),
+                 axis=alt.Axis(values=values, format="d"), title="fine-tuning images")
+
+
 def miou_vs_size(results: pd.DataFrame, metric: str = "miou") -> alt.LayerChart:
     """Paper Fig. 3: mIoU vs fine-tune size, one line per pre-training size, band = ±1 std over seeds."""
     df = results[results["intermediate"] == "none"].copy()
@@ -137,12 +146,7 @@ def miou_vs_size(results: pd.DataFrame, metric: str = "miou") -> alt.LayerChart:
     agg = g.mean().rename("mean").to_frame().join(g.std(ddof=1).fillna(0).rename("std")).join(g.size().rename("seeds")).reset_index()
     agg["lo"], agg["hi"] = agg["mean"] - agg["std"], agg["mean"] + agg["std"]
     order = [p for p in agg.sort_values("pretrain_images")["pretrain"].unique()]
-    sizes = sorted(agg["train_size"].unique().tolist())
-    # the axis spans the measured sizes (a log axis would otherwise run on to the next power of ten)
-    base = alt.Chart(agg).encode(
-        x=alt.X("train_size:Q", scale=alt.Scale(type="log", domain=[sizes[0], sizes[-1]], nice=False),
-                axis=alt.Axis(values=sizes, format="d"), title="fine-tuning images"),
-    )
+    base = alt.Chart(agg).encode(x=_size_axis(agg["train_size"]))
     colour = dict(sort=order, title="pre-training images", legend=alt.Legend(labelLimit=300, symbolOpacity=1))
     band = base.mark_area(opacity=0.15).encode(y="lo:Q", y2="hi:Q", color=alt.Color("pretrain:N", **colour))
     line = base.mark_line(point=True).encode(
@@ -174,8 +178,8 @@ def intermediate_delta(results: pd.DataFrame, metric: str = "miou", treatment: s
     d["pretrain"] = _pretrain_label(d)
     order = [p for p in d.sort_values("pretrain_images")["pretrain"].unique()]
     base = alt.Chart(d).encode(
-        x=alt.X("train_size:Q", scale=alt.Scale(type="log"), title="fine-tuning images"),
-        color=alt.Color("pretrain:N", sort=order, title="pre-training images"),
+        x=_size_axis(d["train_size"]),
+        color=alt.Color("pretrain:N", sort=order, title="pre-training images", legend=alt.Legend(labelLimit=300, symbolOpacity=1)),
     )
     rule = alt.Chart(pd.DataFrame({"y": [0]})).mark_rule(color="grey", strokeDash=[4, 4]).encode(y="y:Q")
     bars = base.mark_errorbar().encode(y=alt.Y("lo:Q", title=f"change in {metric} (points)"), y2="hi:Q")
@@ -191,8 +195,11 @@ def cosine_chart(cosine: pd.DataFrame) -> alt.LayerChart:
     across images), dashed: the cross-image control at the same distance."""
     df = cosine[cosine["distance"] > 0].copy()
     df["lo"], df["hi"] = df["within_mean"] - df["within_std"], df["within_mean"] + df["within_std"]
-    base = alt.Chart(df).encode(x=alt.X("distance:Q", title="Manhattan distance on the patch grid"), color=alt.Color("encoder:N"))
-    band = base.mark_area(opacity=0.12).encode(y="lo:Q", y2="hi:Q")
+    base = alt.Chart(df).encode(x=alt.X("distance:Q", title="Manhattan distance on the patch grid"),
+                                color=alt.Color("encoder:N", legend=alt.Legend(labelLimit=320, symbolOpacity=1, orient="bottom", columns=2)))
+    # ±1 std as thin dotted edges rather than filled areas, which merge into one mass with five encoders
+    band = base.mark_line(strokeDash=[1, 2], strokeWidth=1, opacity=0.6).encode(y="lo:Q") + base.mark_line(
+        strokeDash=[1, 2], strokeWidth=1, opacity=0.6).encode(y="hi:Q")
     line = base.mark_line(point=True).encode(y=alt.Y("within_mean:Q", title="cosine similarity"),
                                              tooltip=["encoder", "distance", alt.Tooltip("within_mean:Q", format=".3f")])
     ctrl = base.mark_line(strokeDash=[4, 3], opacity=0.7).encode(y="cross_mean:Q")
@@ -228,9 +235,10 @@ def heatmap_explorer(sims: pd.DataFrame, images: dict[str, str], grid: tuple[int
     left = alt.layer(picture, grid_layer).properties(title="click a patch", **size).add_params(pick)
     heat = alt.Chart(sims).mark_rect().encode(
         x=x, y=y,
-        color=alt.Color("sim:Q", scale=alt.Scale(domain=[-0.5, 1], scheme="viridis", clamp=True), title="cosine"),
+        color=alt.Color("sim:Q", scale=alt.Scale(domain=[-0.5, 1], scheme="viridis", clamp=True), title="cosine",
+                        legend=alt.Legend(values=[-0.5, 0, 0.5, 1])),
         tooltip=["encoder", "target:Q", alt.Tooltip("sim:Q", format=".3f")],
     ).transform_filter(alt.datum.image == pick).transform_filter(sel).transform_calculate(
         row=f"floor(datum.target / {cols})", col=f"datum.target % {cols}",
-    ).properties(**size).facet(column=alt.Column("encoder:N", title=None))
+    ).properties(**size).facet(column=alt.Column("encoder:N", title=None, header=alt.Header(labelLimit=200, labelFontSize=10)))
     return alt.hconcat(left, heat).resolve_scale(color="independent")

@@ -120,6 +120,28 @@ def pretrain_command(config: dict, data: str = DATA_PLACEHOLDER) -> str:
     return "viny pretrain " + " ".join(args)
 
 
+def recipe_text(cfg: dict) -> str:
+    """The pre-training recipe of a run's config in words (model cards, the report)."""
+    base = (f"SimMIM, AdamW lr {cfg['lr']:g}, weight decay {cfg['weight_decay']:g}, batch {cfg['batch_size']}, "
+            f"mask ratio {cfg['mask_ratio']}, L1 on masked patches, {cfg['epochs']} epochs")
+    warm = f", {cfg['warmup_epochs']} warmup epochs" if cfg.get("warmup_epochs") else ""
+    if cfg.get("schedule", "multistep") == "cosine":
+        return base + warm + ", cosine LR decay to 0 (per step)"
+    table_a1 = cfg["lr"] == 1e-4 and cfg["gamma"] == 0.1 and not warm
+    steps = f"LR x{cfg['gamma']:g} at epochs {', '.join(map(str, cfg['milestones'])) or 'none'}"
+    return base + warm + f", {steps}" + (" (the paper's Table A1 recipe, milestones at the same fractions)" if table_a1 else "")
+
+
+def yardstick_text(metrics: dict) -> str:
+    """The reconstruction yardstick of a pre-training run in one line, or why there is none."""
+    if "yardstick_ratio" not in metrics:
+        return "not measured: this run predates it)"
+    return (f"masked-patch L1 on {metrics['yardstick_images']} held-out Intel seg_test images, fixed masks): "
+            f"**{metrics['yardstick_l1']:.4f}**, **{metrics['yardstick_ratio']:.3f} x** the mean-colour predictor's "
+            f"{metrics['yardstick_mean_colour_l1']:.4f} (each image's mean visible colour; dataset mean colour: "
+            f"{metrics['yardstick_dataset_mean_l1']:.4f}). Below 1: it learned more than colour means.")
+
+
 def _card_markdown(name: str, meta: dict) -> str:
     curve = pd.DataFrame(meta["loss_curve"])
     rows = "\n".join(f"| {int(r.epoch)} | {r.train_loss:.4f} | {r.lr:g} |" for r in curve.itertuples())
@@ -133,11 +155,10 @@ stored in fp16. Load it with `viny.load_pretrained("{name}")` (encoder) or
 - **Data**: {cfg['num_images']:,} images of the staged Imagenette train folder (10 ImageNet classes,
   9,469 images, ImageFolder layout): the first {cfg['num_images']:,} of the seed-{cfg['subset_seed']} permutation, so the
   shipped sizes are nested. Each image resized (shorter side, {cfg['resize']}) and centre-cropped to 128 px.
-- **Recipe**: the paper's Table A1 SimMIM recipe (AdamW, lr {cfg['lr']:g}, weight decay {cfg['weight_decay']:g}, batch {cfg['batch_size']},
-  mask ratio {cfg['mask_ratio']}, L1 on masked patches), for **{cfg['epochs']} epochs** instead of 100, with the LR
-  milestones moved to the same fractions ({', '.join(map(str, cfg['milestones']))}; x{cfg['gamma']:g}). Precision: {meta['runtime'].get('precision')} autocast on {meta['runtime'].get('device')}.
+- **Recipe**: {recipe_text(cfg)}. Precision: {meta['runtime'].get('precision')} autocast on {meta['runtime'].get('device')}.
 - **Command**: `{meta['command']}`
 - **Result**: final training L1 {res['final_train_loss']:.4f}; L1 on {res.get('eval_images', '?')} of its training images (un-augmented, fixed masks) {res.get('eval_l1', float('nan')):.4f}.
+- **Held-out reconstruction** (the yardstick: {yardstick_text(res)}
 - **Trained with**: viny {meta['runtime'].get('viny_version')}, commit {meta['commit']}; training time {meta['train_minutes']:.0f} min.
 - **File**: `viny_{name}.safetensors`, sha256 `{meta['sha256']}`.
 - **Licence**: weights MIT (as viny). Imagenette is a subset of ImageNet ILSVRC-2012, whose terms

@@ -86,10 +86,11 @@ def _scale_description(ft: pd.DataFrame, table: pd.DataFrame, data_label: str | 
     return "; ".join(parts), bool(small)
 
 
-def build_report(grid: str | Path, out: str | Path | None = None, data_label: str | None = None) -> Path:
+def build_report(grid: str | Path, out: str | Path | None = None, data_label: str | None = None, list_notebooks: bool = True) -> Path:
     """Write the report of the grid whose output folder (or grid file) is ``grid``; returns its path.
     ``data_label`` names the grid's data root in the report instead of its path (for reports
-    that are published, where a path on this machine means nothing)."""
+    that are published, where a path on this machine means nothing); ``list_notebooks``
+    lists the executed notebooks of the cells (off for published reports, which do not ship them)."""
     import vl_convert as vlc
 
     from viny.figures import cosine_chart, heatmap_explorer, intermediate_delta, miou_vs_size
@@ -155,7 +156,8 @@ def build_report(grid: str | Path, out: str | Path | None = None, data_label: st
                         "images (empty where the paper has no such cell).</p>" + _table(comp))
         ex = ft.sort_values(["pretrain_images", "train_size"]).iloc[-1]
         ex_cls = ft[(ft["intermediate"] == "cls_intel") & (ft["pretrain_images"] == ex["pretrain_images"]) & (ft["train_size"] == ex["train_size"])]
-        sections.append("<h2>Segmentation examples (Figs. A1, A2)</h2><p class='note'>image, ground truth, prediction; "
+        sections.append("<h2>Segmentation examples (Figs. A1, A2)</h2><p class='note'>image, ground truth, prediction; colours: "
+                        "<b style='color:#e69f00'>orange</b> pet, <b style='color:#28283c'>dark</b> background, white border; "
                         f"{int(ex['pretrain_images']):,} pre-training images, {int(ex['train_size'])} fine-tuning images, "
                         f"intermediate {html.escape(str(ex['intermediate']))}</p>" + _img(Path(ex["output_dir"]) / FILES["segmentation"], "segmentation examples"))
         if len(ex_cls):
@@ -194,15 +196,25 @@ def build_report(grid: str | Path, out: str | Path | None = None, data_label: st
 
     sim_rows = study_rows(table, SIMMIM)
     if len(sim_rows):
-        sections.append("<h2>SimMIM reconstructions (Fig. 2)</h2>" + _img(Path(sim_rows.iloc[0]["output_dir"]) / FILES["reconstructions"], "reconstructions"))
+        r = sim_rows.iloc[0]
+        yard = (f" Held-out reconstruction: L1 {r['yardstick_l1']:.3f} = {r['yardstick_ratio']:.2f} x the mean-colour predictor's."
+                if "yardstick_ratio" in r and pd.notna(r["yardstick_ratio"]) else "")
+        sections.append("<h2>SimMIM reconstructions (Fig. 2)</h2><p class='note'>Encoder: "
+                        f"{html.escape(str(r.get('encoder_source', '?')))}; rows: original, masked input (mask ratio 0.5, masked "
+                        f"patches grey), reconstruction (visible patches kept, masked ones predicted).{yard}</p>"
+                        + _img(Path(r["output_dir"]) / FILES["reconstructions"], "reconstructions"))
     def where(cell_dir: str) -> str:  # relative to the grid folder, so a published report names no machine paths
         path = Path(cell_dir) / "notebook.ipynb"
         return str(path.relative_to(grid.resolve())) if path.is_relative_to(grid.resolve()) else str(path)
 
-    nbs = "".join(f"<li>{html.escape(r.study)}/{html.escape(r.cell)}: <code>{html.escape(where(r.output_dir))}</code> "
-                  f"({html.escape(str(r.status))})</li>" for r in table.itertuples())
-    sections.append(f"<h2>Executed notebooks</h2><p class='note'>Paths relative to the grid folder <code>{html.escape(grid.name)}/</code>."
-                    f"</p><ul class='note'>{nbs}</ul>")
+    if list_notebooks:
+        nbs = "".join(f"<li>{html.escape(r.study)}/{html.escape(r.cell)}: <code>{html.escape(where(r.output_dir))}</code> "
+                      f"({html.escape(str(r.status))})</li>" for r in table.itertuples())
+        sections.append(f"<h2>Executed notebooks</h2><p class='note'>Paths relative to the grid folder <code>{html.escape(grid.name)}/</code>."
+                        f"</p><ul class='note'>{nbs}</ul>")
+    else:
+        sections.append(f"<h2>Executed notebooks</h2><p class='note'>{len(table)} cells ran; their executed notebooks stay in the "
+                        "grid folder's <code>cells/</code> on the machine that ran them and are not published with this report.</p>")
 
     bundle = vlc.javascript_bundle()
     script = ("window.vinyViews={};window.vinyErrors=[];const specs=" + json.dumps(charts).replace("</", "<\\/") + ";"

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Pre-train the three nested shipped encoders (2,368 ⊂ 4,734 ⊂ 9,469 staged Imagenette
+# images) with the small-compute recipe, one after another, each resumable:
+#
+#   nohup scripts/pretrain_shipped.sh DATA_ROOT [RUNS_DIR] > ~/viny-runs/pretrain.log 2>&1 &
+#
+# DATA_ROOT holds imagenet-subset/train and intel-image-classification (the held-out
+# yardstick images). Run folders go to RUNS_DIR (default ~/viny-runs/pretrain), outside
+# the work tree, with a checkpoint every epoch and a SimMIM snapshot every 10 epochs
+# (for the curve of downstream mIoU along pre-training and checkpoint selection). Rerun
+# the same command after a stop: finished runs are skipped, stopped ones resumed.
+# Then ship one with: .venv/bin/python -c "from viny.pretrained import export_pretrained; export_pretrained(RUN, NAME, commit=SHA)"
+set -euo pipefail
+DATA=${1:?usage: scripts/pretrain_shipped.sh DATA_ROOT [RUNS_DIR]}
+RUNS=${2:-$HOME/viny-runs/pretrain}
+EPOCHS=${EPOCHS:-100}
+VINY="$(cd "$(dirname "$0")/.." && pwd)/.venv/bin/viny"
+for n in 2368 4734 9469; do
+  out="$RUNS/simmim_${n}"
+  if [ -f "$out/results.json" ]; then echo "done: $out"; continue; fi
+  resume=(); [ -f "$out/state.pt" ] && resume=(--resume)
+  echo "$(date -Is) pre-training $n images -> $out ${resume[*]}"
+  "$VINY" pretrain --preset small_compute --data "$DATA/imagenet-subset/train" --num-images "$n" --epochs "$EPOCHS" \
+    --heldout-data "$DATA/intel-image-classification" --save-encoder-every 10 --compile --quiet --out "$out" "${resume[@]}"
+done
