@@ -1,4 +1,4 @@
-"""The ``viny`` command: ``pretrain | intermediate | finetune | evaluate | geometry | grid | report | demo``.
+"""The ``viny`` command: ``pretrain | intermediate | finetune | evaluate | geometry | select | grid | report | demo``.
 
 The options of the three training commands are generated from the typed configs in
 :mod:`viny.config` (one ``--option`` per field, the paper's value as default), so the
@@ -104,6 +104,17 @@ def build_parser() -> argparse.ArgumentParser:
     geo.add_argument("--out", type=Path, default=Path("runs/geometry"))
     geo.add_argument("--device", default="auto")
     geo.add_argument("--quiet", action="store_true")
+    sel = sub.add_parser("select", help="label-free checkpoint selection: pick a pre-training snapshot by DSE, effective rank or reconstruction",
+                         description="Score every encoder snapshot of a pre-training run (checkpoints/, from --save-encoder-every) "
+                                     "without labels and write the chosen one as an encoder file with a card. Prints the scores.")
+    sel.add_argument("run", type=Path, help="a viny pretrain run folder with checkpoints/encoder_epoch*.safetensors")
+    sel.add_argument("--by", default="dse", choices=("dse", "effective_rank", "reconstruction", "last"), help="the score to maximise (default: dse)")
+    sel.add_argument("--out", type=Path, default=None, help="encoder file to write (default: <run>/selected_<by>.safetensors)")
+    sel.add_argument("--images", type=int, default=600, help="Pets images for DSE and effective rank (default: 600)")
+    sel.add_argument("--dse-images", type=int, default=512)
+    sel.add_argument("--data", default=None, help="Pets root (default: the shipped sample)")
+    sel.add_argument("--heldout-data", default=None, help="Intel root for the reconstruction yardstick (default: the shipped sample)")
+    sel.add_argument("--device", default="auto")
     gr = sub.add_parser("grid", help="run a grid of notebooks with papermill (params/*.yaml); --status shows progress",
                         description="Expand a grid file into cells, run one papermill execution per cell (finished cells are "
                                     "skipped), and join every cell's metrics into <out>/results.parquet.")
@@ -199,6 +210,30 @@ def _run_geometry(args) -> int:
     return 0
 
 
+def _run_select(args) -> int:
+    from viny import diagnostics as D
+    from viny.config import make_config
+    from viny.data import augment as A
+    from viny.data.augment import to_float
+    from viny.selection import select_snapshot
+    from viny.tasks import heldout_images
+
+    from viny.selection import snapshots
+    from viny.weights import read_metadata
+
+    args_ = read_metadata(snapshots(args.run)[0][1]).get("model_args", {})
+    size = args_.get("img_size", 128)
+    data = D.diagnostic_images(args.data, args.images, size=size, patch_size=args_.get("patch_size", 16))
+    model = "viny_test" if size == 64 else "viny"  # the image size the yardstick images are cached at
+    held = A.normalize(to_float(heldout_images(make_config("pretrain", model=model), args.heldout_data)))
+    out = args.out or args.run / f"selected_{args.by}.safetensors"
+    path, table = select_snapshot(args.run, args.by, data, held, out, dse_images=args.dse_images, device=args.device)
+    cols = [c for c in ("epoch", "dse", "m_inter", "m_intra", "m_dim", "effective_rank", "reconstruction_ratio", "probe_accuracy") if c in table]
+    print(table[cols].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    print(f"chosen by {args.by}: {path} (card: {path.with_suffix('.md')})")
+    return 0
+
+
 def _load_grid(params: Path, out: Path | None, sets: list[str]):
     import yaml
 
@@ -273,6 +308,8 @@ def main(argv: list[str] | None = None) -> int:
             return _run_geometry(args)
         if args.command == "grid":
             return _run_grid(args)
+        if args.command == "select":
+            return _run_select(args)
         if args.command == "report":
             return _run_report(args)
         return _run_demo(args)

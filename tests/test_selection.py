@@ -1,0 +1,50 @@
+"""Label-free checkpoint selection: hand-computed picks, regret and tau; the CLI end to end on a tiny run."""
+
+import pandas as pd
+import pytest
+
+from viny.cli import main
+from viny.selection import choose, kendall_tau_interval, selection_summary
+
+
+def test_choose_takes_the_highest_score_and_the_later_epoch_on_ties():
+    assert choose(pd.Series({10: 0.1, 20: 0.5, 30: 0.2})) == 20
+    assert choose(pd.Series({10: 0.5, 20: 0.5, 30: float("nan")})) == 20
+
+
+def test_kendall_tau_interval_perfect_and_reversed():
+    a = kendall_tau_interval([1, 2, 3, 4, 5], [10, 20, 30, 40, 50])
+    assert a["tau"] == 1.0 and a["lo"] == 1.0 and a["hi"] == 1.0 and a["n"] == 5
+    assert kendall_tau_interval([1, 2, 3, 4], [4, 3, 2, 1])["tau"] == -1.0
+
+
+def test_selection_summary_regret_by_hand():
+    # mIoU (two seeds) peaks at epoch 20; DSE picks 20 (regret 0), "last" picks 30 (regret 31 - 35 = -4 points)
+    scores = pd.DataFrame({"epoch": [10, 20, 30], "dse": [0.1, 0.9, 0.5], "effective_rank": [3.0, 2.0, 1.0],
+                           "reconstruction_ratio": [1.0, 0.9, 0.8], "probe_accuracy": [0.5, 0.6, 0.7]})
+    down = pd.DataFrame({"epoch": [0, 0, 10, 10, 20, 20, 30, 30], "train_size": [100] * 8, "seed": [0, 1] * 4,
+                         "miou": [0.30, 0.30, 0.29, 0.31, 0.34, 0.36, 0.30, 0.32]})
+    t = selection_summary(scores, down, 100).set_index("score")
+    assert t.loc["dse", "picks_epoch"] == 20 and t.loc["dse", "regret"] == pytest.approx(0.0)
+    assert t.loc["last", "picks_epoch"] == 30 and t.loc["last", "regret"] == pytest.approx(31 - 35)
+    assert t.loc["effective_rank", "picks_epoch"] == 10 and t.loc["effective_rank", "regret"] == pytest.approx(30 - 35)
+    assert t.loc["reconstruction", "picks_epoch"] == 30  # lowest ratio
+    # truth by epoch: 30, 35, 31 -> DSE order (10 < 30 < 20) matches exactly: tau 1
+    assert t.loc["dse", "tau"] == pytest.approx(1.0)
+
+
+def test_viny_select_writes_the_chosen_snapshot_with_a_card(tmp_path, capsys):
+    import viny.train as T
+    from viny.config import make_config
+    from viny.weights import load_encoder, read_metadata
+
+    run = tmp_path / "pre"
+    T.train(make_config("pretrain", model="viny_test", epochs=3, num_images=32, batch_size=16, save_encoder_every=1, precision="fp32"), run, progress=False)
+    rc = main(["select", str(run), "--by", "dse", "--images", "40", "--dse-images", "32"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "chosen by dse" in out
+    chosen = run / "selected_dse.safetensors"
+    meta = read_metadata(chosen)
+    assert meta["selected_by"] == "dse" and meta["selected_epoch"] in (1, 2, 3)
+    assert load_encoder(chosen).pos_embed.shape[-1] == 32
+    assert "Snapshot chosen by DSE" in chosen.with_suffix(".md").read_text()

@@ -1,0 +1,178 @@
+"""Label-free checkpoint selection along pre-training (the DSE paper's question, for ViNy).
+
+A pre-training run with ``--save-encoder-every N`` keeps SimMIM snapshots
+``checkpoints/encoder_epoch{E}.safetensors``. For each snapshot:
+
+* :func:`label_free_scores`: DSE (the paper's adaptive lambda across the run's
+  snapshots, and its parts), effective rank (RankMe) of the patch tokens, the
+  reconstruction yardstick on held-out Intel images (lower is better, so its score is
+  ``-ratio``), and, for reference, the held-out patch probe (which uses labels);
+* :func:`downstream_along_pretraining`: the ground truth, segmentation mIoU after
+  fine-tuning from the snapshot on Pets (sizes x seeds), next to random init;
+* :func:`selection_summary`: per score, Kendall's tau with the ground truth (bootstrap
+  interval over snapshots) and the regret of choosing by it (mIoU of its pick minus the
+  best snapshot's) next to "take the last checkpoint".
+
+``viny select RUN --by dse`` writes the chosen snapshot as an encoder file with a card.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from viny.errors import VinyError
+
+__all__ = ["snapshots", "label_free_scores", "downstream_along_pretraining", "kendall_tau_interval", "choose", "selection_summary",
+           "SCORES", "select_snapshot"]
+
+# label-free scores (higher = predicted better), and the reference that uses labels
+SCORES = {"dse": "DSE (adaptive lambda)", "effective_rank": "effective rank (RankMe)", "reconstruction": "-(held-out reconstruction ratio)",
+          "last": "take the last checkpoint"}
+
+
+def snapshots(run_dir: str | Path) -> list[tuple[int, Path]]:
+    """``[(epoch, path)]`` of a run's encoder snapshots, by epoch."""
+    paths = Path(run_dir).glob("checkpoints/encoder_epoch*.safetensors")
+    out = sorted((int(re.findall(r"\d+", p.stem)[-1]), p) for p in paths)
+    if len(out) < 2:
+        raise VinyError(f"{run_dir} has {len(out)} encoder snapshot(s); pre-train with --save-encoder-every N to get a trajectory")
+    return out
+
+
+def label_free_scores(run_dir: str | Path, data, heldout: torch.Tensor | None = None, dse_images: int = 512,
+                      device: str = "auto", precision: str = "auto", seed: int = 0) -> pd.DataFrame:
+    """One row per snapshot: ``epoch``, DSE parts and ``dse`` (adaptive lambda across the
+    snapshots), ``effective_rank`` (of up to 4,096 patch tokens), ``probe_accuracy`` (uses
+    labels: reference only) and, with ``heldout`` (normalised images), ``reconstruction_ratio``."""
+    from viny.diagnostics import diagnose, layer_tokens
+    from viny.geometry import dse_scores, effective_rank
+    from viny.simmim import reconstruction_yardstick
+    from viny.weights import load_encoder, load_simmim, read_metadata
+
+    rows = []
+    for epoch, path in snapshots(run_dir):
+        enc = load_encoder(path)
+        toks = layer_tokens(enc, data.images, device=device, precision=precision)[len(enc.blocks)]
+        row = {"epoch": epoch, **diagnose(toks, data, dse_images, seed)}
+        flat = toks.reshape(-1, toks.shape[-1])
+        pick = torch.randperm(len(flat), generator=torch.Generator().manual_seed(seed))[:4096]
+        row["effective_rank"] = effective_rank(flat[pick])
+        if heldout is not None and read_metadata(path).get("kind") == "simmim":
+            row["reconstruction_ratio"] = reconstruction_yardstick(load_simmim(path), heldout, seed=seed)["ratio"]
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    table["dse_lambda1"] = table["dse"]
+    table["dse"] = dse_scores(table)
+    return table
+
+
+def downstream_along_pretraining(run_dir: str | Path, out_dir: str | Path, train_sizes: Sequence[int] = (100, 250),
+                                 seeds: Sequence[int] = (0, 1, 2), random_init: bool = True, progress: bool = False,
+                                 **finetune) -> pd.DataFrame:
+    """Fine-tune from every snapshot (and from random init) at each size and seed:
+    one row per run with ``epoch`` (0: random init), ``train_size``, ``seed`` and the scores.
+    ``finetune`` holds the fine-tuning options (e.g. ``epochs``, ``data``, ``test_size``,
+    ``split``). Runs are kept in ``out_dir`` and reused, so the call can be repeated."""
+    from viny.config import make_config
+    from viny.train import train
+
+    starts = ([(0, None)] if random_init else []) + [(e, str(p)) for e, p in snapshots(run_dir)]
+    rows = []
+    for epoch, init in starts:
+        for n in train_sizes:
+            for seed in seeds:
+                out = Path(out_dir) / f"e{epoch}-n{n}-s{seed}"
+                if (out / "results.json").is_file():
+                    res = json.loads((out / "results.json").read_text())
+                else:
+                    cfg = make_config("finetune", train_size=n, seed=seed, init_from=init, **finetune)
+                    res = train(cfg, out, resume=(out / "state.pt").is_file(), progress=progress)
+                rows.append({"epoch": epoch, "train_size": n, "seed": seed, "miou": res["miou"], "paper_miou": res["paper_miou"]})
+    return pd.DataFrame(rows)
+
+
+def kendall_tau_interval(x: Sequence[float], y: Sequence[float], n_boot: int = 2000, seed: int = 0) -> dict[str, float]:
+    """Kendall's tau-b of ``x`` and ``y`` with a 95 % percentile bootstrap interval over the
+    pairs (resampled with replacement; resamples with fewer than 3 distinct pairs skipped)."""
+    from viny.diagnostics import kendall_tau
+
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    tau = kendall_tau(x, y)
+    rng = np.random.default_rng(seed)
+    boots = []
+    for _ in range(n_boot):
+        i = rng.integers(0, len(x), len(x))
+        if len(set(i)) >= 3:
+            t = kendall_tau(x[i], y[i])
+            if t == t:
+                boots.append(t)
+    lo, hi = (np.percentile(boots, [2.5, 97.5]) if boots else (float("nan"), float("nan")))
+    return {"tau": tau, "lo": float(lo), "hi": float(hi), "n": len(x)}
+
+
+def choose(scores: pd.Series) -> int:
+    """The epoch a score picks: the highest score (ties: the later epoch)."""
+    s = scores.dropna()
+    if s.empty:
+        raise VinyError("no snapshot has this score")
+    best = s.max()
+    return int(max(e for e, v in s.items() if v == best))
+
+
+def _score_series(scores: pd.DataFrame, name: str) -> pd.Series:
+    s = scores.set_index("epoch")
+    if name == "last":
+        return pd.Series(s.index.to_numpy(dtype=float), index=s.index)
+    if name == "reconstruction":
+        return -s["reconstruction_ratio"] if "reconstruction_ratio" in s else pd.Series(dtype=float)
+    return s[name]
+
+
+def selection_summary(scores: pd.DataFrame, downstream: pd.DataFrame, train_size: int, metric: str = "miou") -> pd.DataFrame:
+    """Per score: Kendall's tau (with interval) between the score and the mean downstream
+    ``metric`` over seeds at ``train_size``, the epoch it picks, and its regret (points:
+    mIoU of the pick minus that of the best snapshot; 0 is a perfect pick)."""
+    truth = downstream[(downstream["train_size"] == train_size) & (downstream["epoch"] > 0)].groupby("epoch")[metric].mean() * 100
+    rows = []
+    for name in [*SCORES, "probe_accuracy"]:
+        s = _score_series(scores, name) if name in SCORES else scores.set_index("epoch")[name]
+        s = s.reindex(truth.index).dropna()
+        if len(s) < 2:
+            continue
+        pick = choose(s)
+        iv = kendall_tau_interval(s.to_numpy(), truth.reindex(s.index).to_numpy()) if name != "last" else kendall_tau_interval(s.index, truth.reindex(s.index))
+        rows.append({"score": name, "label": SCORES.get(name, "held-out patch probe (uses labels)"), "train_size": train_size,
+                     "tau": iv["tau"], "tau_lo": iv["lo"], "tau_hi": iv["hi"], "snapshots": iv["n"], "picks_epoch": pick,
+                     "miou_of_pick": truth[pick], "best_epoch": int(truth.idxmax()), "regret": truth[pick] - truth.max()})
+    return pd.DataFrame(rows)
+
+
+def select_snapshot(run_dir: str | Path, by: str, data, heldout: torch.Tensor | None, out: str | Path, **kw) -> tuple[Path, pd.DataFrame]:
+    """Score a run's snapshots label-free, pick one ``by`` a score, and write it to ``out``
+    (a ``.safetensors`` with JSON sidecar and a ``.md`` card); returns ``(out, scores)``."""
+    from viny.weights import load_weights, save_weights
+
+    if by not in SCORES:
+        raise VinyError(f"--by {by!r}: use one of {', '.join(SCORES)}")
+    table = label_free_scores(run_dir, data, heldout, **kw)
+    epoch = choose(_score_series(table, by))
+    path = dict(snapshots(run_dir))[epoch]
+    sd, meta = load_weights(path)
+    out = Path(out)
+    row = table.set_index("epoch").loc[epoch].to_dict()
+    save_weights(sd, out, **{**{k: v for k, v in meta.items() if k != "viny_version"}, "selected_by": by, "selected_epoch": epoch,
+                             "source": str(path), "label_free_scores": row})
+    lines = "\n".join(f"| {int(r.epoch)} | {r.dse:.4f} | {r.effective_rank:.2f} | "
+                      f"{getattr(r, 'reconstruction_ratio', float('nan')):.3f} | {r.probe_accuracy:.4f} |" for r in table.itertuples())
+    out.with_suffix(".md").write_text(
+        f"# Snapshot chosen by {SCORES[by]}\n\nEpoch **{epoch}** of `{Path(run_dir).name}` ({path.name}), chosen without labels by "
+        f"`viny select --by {by}` among {len(table)} snapshots.\n\n| epoch | DSE | effective rank | reconstruction ratio | probe accuracy |\n"
+        f"|---|---|---|---|---|\n{lines}\n")
+    return out, table
