@@ -27,6 +27,7 @@ _HELP = {
     "init_from": "initial encoder: a viny .safetensors or an authors' .pth (default: random init)",
     "epochs": "epochs (LR milestones are scaled to match unless --milestones is given)",
     "lr": "peak learning rate of the optimizer",
+    "compile": "torch.compile the training steps (default: only runs of >= 100,000 image-steps, where its ~1 min compile pays; --no-compile: eager)",
     "milestones": "epochs (not fractions) at which the LR is multiplied by --gamma, e.g. --milestones 50 85 (schedule multistep)",
     "gamma": "LR factor at each milestone",
     "schedule": "multistep (Table A1: x gamma at each milestone) or cosine (per step, from lr to 0 after the warmup)",

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import typing
 from dataclasses import dataclass, fields
 from typing import Any, Literal
 
@@ -26,10 +27,19 @@ __all__ = ["TrainConfig", "PretrainConfig", "IntermediateConfig", "FinetuneConfi
 
 # options that change how fast a run goes or what it keeps, not what it computes (up to
 # rounding): left out of the store's run keys, and free to differ when a run is resumed
+# torch.compile costs about a minute on 2 CPU cores and saves 5-20 % a step: it pays from
+# about 20 minutes of training, ~100k image-steps at ViNy's CPU rate (benchmarks/throughput.py)
+COMPILE_ABOVE = 100_000
+
 RUNTIME_OPTIONS = frozenset({"device", "precision", "compile", "cache_dir", "checkpoint_every", "eval_batch_size", "save_encoder_every"})
 
 
-@dataclass
+def choices(cls: type) -> dict[str, tuple]:
+    """The allowed values of each ``Literal`` field of a config class (the one list of them)."""
+    return {name: typing.get_args(tp) for name, tp in typing.get_type_hints(cls).items() if typing.get_origin(tp) is Literal}
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """Fields shared by every phase."""
 
@@ -52,7 +62,7 @@ class TrainConfig:
     normalize: bool = True  # ImageNet mean/std on the input
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on CUDA and on CPUs with bf16 units
     device: str = "auto"
-    compile: bool = False  # torch.compile the model for training steps (inductor); pays on long runs, first steps slower
+    compile: bool | None = None  # torch.compile the training steps (inductor); None: only for runs of >= COMPILE_ABOVE image-steps, where its ~1 min compile pays
     checkpoint_every: int = 1  # epochs between resume checkpoints
     save_encoder_every: int = 0  # also keep encoder snapshots every N epochs (0: only the final one)
     eval_batch_size: int = 256
@@ -74,16 +84,16 @@ class TrainConfig:
             bad("warmup_epochs", f"must be in 0..epochs-1 ({self.epochs - 1}), got {self.warmup_epochs}")
         if list(self.milestones) != sorted(self.milestones):
             bad("milestones", f"must be increasing, got {list(self.milestones)}")
-        for name, allowed in (("optimizer", ("adamw", "adam")), ("model", ("viny", "viny_test")), ("resize", ("bilinear", "nearest")), ("precision", ("auto", "fp32", "bf16")), ("schedule", ("multistep", "cosine"))):
+        for name, allowed in choices(type(self)).items():  # every Literal field, from its type
             if getattr(self, name) not in allowed:
-                bad(name, f"{getattr(self, name)!r} is not one of {', '.join(allowed)}")
+                bad(name, f"{getattr(self, name)!r} is not one of {', '.join(map(str, allowed))}")
         return self
 
     def to_dict(self) -> dict:
         return {"phase": self.phase, **dataclasses.asdict(self)}
 
 
-@dataclass
+@dataclass(frozen=True)
 class PretrainConfig(TrainConfig):
     """SimMIM pre-training (paper Sec. 2.2, Table A1)."""
 
@@ -110,7 +120,7 @@ class PretrainConfig(TrainConfig):
         return self
 
 
-@dataclass
+@dataclass(frozen=True)
 class IntermediateConfig(TrainConfig):
     """Intermediate fine-tuning (paper Sec. 2.3, Table A1); the head is dropped afterwards.
 
@@ -141,14 +151,12 @@ class IntermediateConfig(TrainConfig):
 
     def validate(self):
         super().validate()
-        if self.task not in ("cls_intel", "cls_pets", "spatial", "spatial_intel"):
-            raise VinyError(f"invalid intermediate option --task: {self.task!r} is not one of cls_intel, cls_pets, spatial, spatial_intel")
         if self.num_clusters < 2:
             raise VinyError(f"invalid intermediate option --num-clusters: must be >= 2, got {self.num_clusters}")
         return self
 
 
-@dataclass
+@dataclass(frozen=True)
 class FinetuneConfig(TrainConfig):
     """Downstream trimap segmentation on Oxford-IIIT Pet (paper Sec. 2.4, Table A1)."""
 
@@ -169,8 +177,6 @@ class FinetuneConfig(TrainConfig):
 
     def validate(self):
         super().validate()
-        if self.split not in ("paper", "nested"):
-            raise VinyError(f"invalid finetune option --split: {self.split!r} is not one of paper, nested")
         if self.validation_size < 0 or (self.validation_size and self.split != "nested"):
             raise VinyError(f"invalid finetune option --validation-size {self.validation_size}: must be >= 0, and > 0 only with --split nested")
         return self

@@ -190,15 +190,12 @@ def validate_values(grid: Grid, paths: bool = False) -> None:
 
 def _choices() -> dict[str, tuple]:
     """Allowed values of notebook parameters named like config fields, from the configs' Literal types."""
-    import typing
-
-    from viny.config import PHASES
+    from viny.config import PHASES, choices
 
     out: dict[str, tuple] = {}
     for cls in PHASES.values():
-        for name, tp in typing.get_type_hints(cls).items():
-            if typing.get_origin(tp) is typing.Literal:
-                out.setdefault(name, typing.get_args(tp))
+        for name, allowed in choices(cls).items():
+            out.setdefault(name, allowed)
     out["intermediate"] = ("none", *out.pop("task"))
     return out
 

@@ -36,7 +36,7 @@ import torch
 from tqdm.auto import tqdm
 
 import viny
-from viny.config import RUNTIME_OPTIONS, TrainConfig
+from viny.config import COMPILE_ABOVE, RUNTIME_OPTIONS, TrainConfig
 from viny.device import autocast, resolve_device, resolve_precision
 from viny.errors import TrainingDiverged, VinyError
 from viny.files import atomic_path, atomic_write_json, atomic_write_text
@@ -171,9 +171,10 @@ def train(config: TrainConfig, out_dir: str | Path, resume: bool = False, progre
         raise VinyError("no training images")
     model = task.build(init_encoder(config)).to(device)
     # the training steps may run a compiled view of the model (same parameters); evaluation runs eager
-    step_model = torch.compile(model, dynamic=False) if config.compile else model
-    opt = _optimizer(config, model.parameters())
     n = len(task.train_index)
+    use_compile = config.compile if config.compile is not None else config.epochs * n >= COMPILE_ABOVE
+    step_model = torch.compile(model, dynamic=False) if use_compile else model
+    opt = _optimizer(config, model.parameters())
     steps = (n + config.batch_size - 1) // config.batch_size
     # one per-step schedule for every phase (the LR of Table A1's multistep still changes at epoch boundaries)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(config, step, steps))
@@ -186,7 +187,7 @@ def train(config: TrainConfig, out_dir: str | Path, resume: bool = False, progre
         sched.load_state_dict(st["scheduler"])
         start, history = st["epoch"] + 1, st["history"]
     else:
-        runtime = {"device": str(device), "precision": precision, "viny_version": viny.__version__, **task.data_summary}
+        runtime = {"device": str(device), "precision": precision, "compiled": use_compile, "viny_version": viny.__version__, **task.data_summary}
         try:
             out.mkdir(parents=True, exist_ok=True)
             atomic_write_json(out / "config.json", {**config.to_dict(), "runtime": runtime})
