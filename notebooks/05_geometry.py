@@ -99,19 +99,18 @@ heatmap_explorer(sims, uris, tuple(encoders[RANDOM_INIT].grid_size), default_pat
 # %%
 import ipywidgets as W
 
-from viny.figures import colorize_trimap, panel
-from viny.views import similarity_maps
+from viny.views import similarity_maps, similarity_panel
 
 
 def show(image=0, encoder=list(encoders)[1], layer=len(encoders[RANDOM_INIT].blocks), patch=int(refs["image 1"]["foreground"])):
-    m = similarity_maps(encoders[encoder], data.images[held_out[image]], {"patch": patch}, layer)["patch"]
-    heat = ((m.clip(-0.5, 1) + 0.5) / 1.5)[..., None].repeat(3, -1).repeat(16, 0).repeat(16, 1)
-    display(panel([[data.images[held_out[image]], colorize_trimap(data.targets[held_out[image]]), heat]],
-                  ["image", "trimap", f"similarity to patch {patch}"], scale=2))
+    i = held_out[image]
+    m = similarity_maps(encoders[encoder], data.images[i], {"patch": patch}, layer)["patch"]
+    display(similarity_panel(data.images[i], data.targets[i], m, patch))
 
 
 if live_explorer:
     depth = len(encoders[RANDOM_INIT].blocks)
     n_patches = encoders[RANDOM_INIT].patch_embed.num_patches
-    W.interact(show, image=W.IntSlider(0, 0, len(held_out) - 1), encoder=list(encoders), layer=W.IntSlider(depth, 1, depth),
-               patch=W.IntSlider(0, 0, n_patches - 1))
+    wide = dict(layout=W.Layout(width="max-content"), style={"description_width": "initial"})
+    W.interact(show, image=W.IntSlider(0, 0, len(held_out) - 1), encoder=W.Dropdown(options=list(encoders), **wide),
+               layer=W.IntSlider(depth, 1, depth), patch=W.IntSlider(int(refs["image 1"]["foreground"]), 0, n_patches - 1))

@@ -146,3 +146,17 @@ def test_bad_token_shapes():
         variance_decomposition(torch.zeros(64, 8))
     with pytest.raises(ValueError, match="8x8 grid"):
         cosine_vs_distance(torch.zeros(2, 10, 4))
+
+
+def test_similarity_panel_marks_the_chosen_patch_and_has_a_colour_bar():
+    import numpy as np
+
+    from viny.views import similarity_panel
+
+    img = np.zeros((128, 128, 3), np.uint8)
+    sim = np.full((8, 8), 1.0)
+    out = np.asarray(similarity_panel(img, np.zeros((128, 128), np.int64), sim, patch=27, scale=1))
+    # patch 27 = row 3, col 3: its box's top-left corner on the image, below the 14-px title and a 4-px gap
+    assert tuple(out[14 + 4 + 3 * 16, 4 + 3 * 16]) == (255, 0, 0)
+    assert tuple(out[14 + 4, 4]) == (0, 0, 0)  # the image elsewhere is untouched
+    assert out.shape[0] > 14 + 4 + 128 + 10  # the colour bar below

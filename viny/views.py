@@ -19,7 +19,7 @@ from viny.geometry import reference_patches, similarity_map
 from viny.model import ViNy
 
 __all__ = [
-    "repo_runs", "parameter_table", "patch_grid_image", "attention_maps", "reconstructions", "segmentation_examples",
+    "repo_runs", "similarity_panel", "parameter_table", "patch_grid_image", "attention_maps", "reconstructions", "segmentation_examples",
     "heatmap_data", "write_json", "read_metrics_csv",
 ]
 
@@ -161,6 +161,37 @@ def similarity_maps(encoder: ViNy, image_u8: np.ndarray, patches: dict[str, int]
     layer = layer or len(encoder.blocks)
     tok = layer_tokens(encoder, image_u8[None], [layer], precision="fp32")[layer][0]
     return {k: similarity_map(tok, v, tuple(encoder.grid_size)).numpy() for k, v in patches.items()}
+
+
+def similarity_panel(image_u8: np.ndarray, trimap: np.ndarray, sim: np.ndarray, patch: int, scale: int = 2):
+    """The live explorer's figure: image (the chosen patch boxed in red), trimap, and the
+    cosine map to that patch in viridis on Fig. 6's fixed [-0.5, 1] scale, with a colour bar."""
+    from matplotlib import colormaps
+    from PIL import Image, ImageDraw
+
+    gh, gw = sim.shape
+    p = image_u8.shape[0] // gh
+    rgba = colormaps["viridis"]((np.clip(sim, -0.5, 1) + 0.5) / 1.5)
+    heat = (rgba[..., :3] * 255).astype(np.uint8).repeat(p, 0).repeat(p, 1)
+    img = panel([[image_u8, colorize_trimap(trimap), heat]], ["image", "trimap", f"cosine to patch {patch}"], scale=scale)
+    draw = ImageDraw.Draw(img)
+    r, c = divmod(int(patch), gw)
+    gap, top, w = 4, 14, image_u8.shape[1] * scale
+    x0, y0 = gap + c * p * scale, top + gap + r * p * scale
+    for x_off in (0, 2 * (w + gap)):  # on the image and on the map
+        draw.rectangle([x_off + x0, y0, x_off + x0 + p * scale - 1, y0 + p * scale - 1], outline=(255, 0, 0), width=2)
+    # colour bar below: -0.5 ... 1
+    bar_h, bar_w = 10, w
+    canvas = Image.new("RGB", (img.width, img.height + bar_h + 16), "white")
+    canvas.paste(img, (0, 0))
+    ramp = (colormaps["viridis"](np.linspace(0, 1, bar_w))[:, :3] * 255).astype(np.uint8)[None].repeat(bar_h, 0)
+    x_bar = gap + 2 * (w + gap)
+    canvas.paste(Image.fromarray(ramp), (x_bar, img.height))
+    d = ImageDraw.Draw(canvas)
+    for value in (-0.5, 0, 0.5, 1):
+        x = x_bar + int((value + 0.5) / 1.5 * (bar_w - 1))
+        d.text((min(x, x_bar + bar_w - 18), img.height + bar_h + 2), f"{value:g}", fill="black")
+    return canvas
 
 
 def load_json(path: str | Path):
