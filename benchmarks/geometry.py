@@ -16,7 +16,7 @@ import torch
 
 from viny.diagnostics import diagnose, diagnostic_images, layer_tokens
 from viny.geometry import cosine_vs_distance
-from viny.model import create_encoder
+from viny.registry import create_encoder
 
 
 def main() -> None:

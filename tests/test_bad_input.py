@@ -13,7 +13,7 @@ import viny.train as T
 from viny.cli import main
 from viny.config import make_config
 from viny.errors import VinyError
-from viny.model import create_encoder
+from viny.registry import create_encoder
 from viny.weights import save_weights
 
 TINY = ["--model", "viny_test", "--epochs", "1", "--quiet", "--batch-size", "16", "--train-size", "16", "--test-size", "16"]

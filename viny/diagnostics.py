@@ -33,7 +33,7 @@ from viny.data.datasets import load_pets
 from viny.device import autocast, resolve_device, resolve_precision
 from viny.geometry import cosine_vs_distance, dse_components, patch_probe, variance_decomposition
 from viny.model import ViNy
-from viny.tasks import patch_majority_labels
+from viny.heads import patch_majority_labels
 
 __all__ = ["DiagnosticImages", "diagnostic_images", "layer_tokens", "diagnose", "compare_encoders", "stage_cka", "kendall_tau", "along_training"]
 
@@ -190,7 +190,7 @@ def load_named_encoder(spec: str) -> tuple[str, ViNy]:
     """``NAME=PATH`` (viny .safetensors or an authors' .pth) or ``NAME=random`` /
     ``NAME=random:viny_test`` (a fresh, seeded encoder) -> ``(name, encoder)``."""
     from viny.errors import VinyError
-    from viny.model import create_encoder
+    from viny.registry import create_encoder
 
     if "=" not in spec:
         raise VinyError(f"encoder {spec!r}: expected NAME=PATH or NAME=random")

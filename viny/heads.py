@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["SegmentationHead", "ClassificationHead", "PatchClassifier", "segmentation_loss"]
+__all__ = ["SegmentationHead", "ClassificationHead", "PatchClassifier", "segmentation_loss", "patch_majority_labels"]
 
 
 class SegmentationHead(nn.Module):
@@ -75,3 +75,12 @@ def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, reference_quir
         x = x.reshape(b, k, h // p, w // p, p * p).log_softmax(-1)
         logits = x.reshape(b, k, h // p, w // p, p, p).permute(0, 1, 2, 4, 3, 5).reshape(b, k, h, w)
     return F.cross_entropy(logits.float(), target)
+
+
+def patch_majority_labels(target: torch.Tensor, patch_size: int, num_classes: int = 3) -> torch.Tensor:
+    """``[B, H, W]`` pixel labels -> ``[B, L]`` each patch's most frequent label (ties: lowest class)."""
+    b, h, w = target.shape
+    p = patch_size
+    onehot = F.one_hot(target.long(), num_classes)  # b h w k
+    counts = onehot.reshape(b, h // p, p, w // p, p, num_classes).sum((2, 4))  # b gh gw k
+    return counts.reshape(b, -1, num_classes).argmax(-1)

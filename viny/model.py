@@ -14,9 +14,10 @@ Architecture (paper Sec. 2.1; layer layout from the authors' code, REFERENCE.md)
 The encoder (``num_classes=0``) has exactly 4,842,880 parameters; the paper's
 "4,843,138" is that plus a Linear(128, 2) head.
 
-``import viny`` registers ``viny`` (the paper's model) and ``viny_test`` (a tiny
-configuration for fast tests) with timm, so ``timm.create_model("viny", num_classes=0)``
-returns the encoder.
+:mod:`viny.registry` (imported by ``import viny``) registers ``viny`` (the paper's model)
+and ``viny_test`` (a tiny configuration for fast tests) with timm, so
+``timm.create_model("viny", num_classes=0)`` returns the encoder; this module knows
+nothing of shipped weights.
 
 Initialisation follows the authors' code (the paper is silent): PyTorch's default
 ``nn.Linear``/``nn.LayerNorm`` init, and ``randn`` (std 1) for the CLS token and the
@@ -30,7 +31,7 @@ from typing import Literal, Sequence
 import torch
 import torch.nn.functional as F
 from timm.layers import Attention, PatchEmbed
-from timm.models import VisionTransformer, build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models import VisionTransformer
 from torch import nn
 
 __all__ = [
@@ -42,7 +43,6 @@ __all__ = [
     "patchify",
     "unpatchify",
     "patch_tokens",
-    "create_encoder",
 ]
 
 AttnImpl = Literal["auto", "fused", "manual"]
@@ -232,62 +232,3 @@ def patch_tokens(encoder: ViNy, images: torch.Tensor) -> torch.Tensor:
     ``[B, 3, H, W] -> [B, 64, D]``: patch embedding + patch positions (no CLS in the
     sequence) through all blocks and the final norm."""
     return encoder.forward_patch_tokens(encoder.embed_patches(images))
-
-
-def _cfg(**kwargs) -> dict:
-    return {
-        "url": "", "num_classes": 0, "input_size": (3, 128, 128), "pool_size": None, "crop_pct": 1.0,
-        "interpolation": "bicubic", "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225),
-        "first_conv": "patch_embed.proj", "classifier": "head", "license": "mit", **kwargs,
-    }
-
-
-def _shipped_cfgs() -> dict:
-    from viny.pretrained import PRETRAINED_DIR, SHIPPED
-
-    return {f"viny.{name}": _cfg(file=str(PRETRAINED_DIR / f"viny_{name}.safetensors"), license="mit (weights); ImageNet terms (data)")
-            for name in SHIPPED}
-
-
-# timm looks up the default pretrained config of each registered model here; the tags are
-# the encoders shipped in viny/pretrained (timm.create_model("viny.simmim_imagenette9k", pretrained=True)).
-default_cfgs = generate_default_cfgs({"viny": _cfg(), **_shipped_cfgs(), "viny_test": _cfg(input_size=(3, 64, 64))})
-
-
-def _filter_fn(state_dict: dict, model: ViNy) -> dict:
-    """timm's ``pretrained_filter_fn`` hook: accept the authors' layout, viny's own, and a
-    viny SimMIM file (its ``encoder.*`` part; decoder and mask token dropped)."""
-    from viny.reference import convert_reference_state_dict, is_reference_layout
-
-    if any(k.startswith("encoder.") for k in state_dict):
-        state_dict = {k[len("encoder."):]: v for k, v in state_dict.items() if k.startswith("encoder.")}
-    if is_reference_layout(state_dict):
-        state_dict, _ = convert_reference_state_dict(state_dict)
-    return state_dict
-
-
-def _create(variant: str, defaults: dict, pretrained: bool = False, **kwargs) -> ViNy:
-    kwargs.setdefault("num_classes", 0)
-    return build_model_with_cfg(ViNy, variant, pretrained, pretrained_filter_fn=_filter_fn, **{**defaults, **kwargs})
-
-
-@register_model
-def viny(pretrained: bool = False, **kwargs) -> ViNy:
-    """ViNy, the paper's 4.8M-parameter ViT (image 128, patch 16, width 128, depth 12, 8x64 heads, MLP 512)."""
-    return _create("viny", VINY_ARGS, pretrained, **kwargs)
-
-
-@register_model
-def viny_test(pretrained: bool = False, **kwargs) -> ViNy:
-    """A tiny ViNy (image 64, patch 16, width 32, depth 2) for fast tests."""
-    return _create("viny_test", VINY_TEST_ARGS, pretrained, **kwargs)
-
-
-def create_encoder(name: str = "viny", **kwargs) -> ViNy:
-    """``timm.create_model(name, num_classes=0, **kwargs)`` with a clear error for unknown names."""
-    import timm
-
-    if name not in ("viny", "viny_test"):
-        raise ValueError(f"unknown model {name!r}: expected 'viny' or 'viny_test'")
-    kwargs.setdefault("num_classes", 0)
-    return timm.create_model(name, **kwargs)

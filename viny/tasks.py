@@ -27,7 +27,8 @@ from viny.config import FinetuneConfig, IntermediateConfig, PretrainConfig, Trai
 from viny.data import augment as A
 from viny.data.datasets import load_image_folder, load_intel, load_pets, split_indices
 from viny.errors import DataError
-from viny.heads import ClassificationHead, PatchClassifier, SegmentationHead, segmentation_loss
+from viny.diagnostics import layer_tokens
+from viny.heads import ClassificationHead, PatchClassifier, SegmentationHead, patch_majority_labels, segmentation_loss
 from viny.metrics import SegmentationMeter
 from viny.model import ViNy, patch_tokens
 from viny.simmim import SimMIM, reconstruction_yardstick
@@ -69,15 +70,6 @@ class PatchSupervised(nn.Module):
 
     def forward(self, images):
         return self.head(patch_tokens(self.encoder, images))
-
-
-def patch_majority_labels(target: torch.Tensor, patch_size: int, num_classes: int = 3) -> torch.Tensor:
-    """``[B, H, W]`` pixel labels -> ``[B, L]`` each patch's most frequent label (ties: lowest class)."""
-    b, h, w = target.shape
-    p = patch_size
-    onehot = F.one_hot(target.long(), num_classes)  # b h w k
-    counts = onehot.reshape(b, h // p, p, w // p, p, num_classes).sum((2, 4))  # b gh gw k
-    return counts.reshape(b, -1, num_classes).argmax(-1)
 
 
 def _gather(array: np.ndarray, idx: np.ndarray) -> torch.Tensor:
@@ -308,7 +300,6 @@ def cluster_pseudo_labels(encoder: ViNy, train_images: np.ndarray, test_images: 
                           k: int, seed: int, normalize: bool = True, max_fit_tokens: int = 50_000) -> tuple[np.ndarray, np.ndarray]:
     """Label-free patch targets: k-means (fitted on up to ``max_fit_tokens`` training tokens
     of ``encoder``) over its patch tokens; returns ``[N, L]`` labels for train and test images."""
-    from viny.diagnostics import layer_tokens
     from viny.geometry import kmeans
 
     tr = layer_tokens(encoder, train_images, normalize=normalize, precision="fp32")[len(encoder.blocks)]

@@ -40,7 +40,7 @@ from viny.config import COMPILE_ABOVE, RUNTIME_OPTIONS, TrainConfig
 from viny.device import autocast, resolve_device, resolve_precision
 from viny.errors import TrainingDiverged, VinyError
 from viny.files import atomic_path, atomic_write_json, atomic_write_text
-from viny.model import create_encoder
+from viny.registry import create_encoder
 from viny.tasks import make_task
 from viny.weights import load_user_encoder, save_weights
 
