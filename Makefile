@@ -33,6 +33,7 @@ browser:
 	  else echo "note: chromium not installed (apt-get install chromium); the report's browser test will be skipped"; fi; }
 
 test: $(STAMP) browser
+	$(BIN)/ruff check viny tests notebooks benchmarks
 	$(BIN)/python -m pytest
 
 # The .ipynb twins of the py:percent notebooks, for JupyterLab

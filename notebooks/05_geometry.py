@@ -47,8 +47,8 @@ from IPython.display import display
 
 from viny.diagnostics import compare_encoders, diagnostic_images
 from viny.figures import cosine_chart, heatmap_explorer, setup_charts
-from viny.registry import create_encoder
 from viny.pipeline import upstream_encoder
+from viny.registry import create_encoder
 from viny.study import FILES, RANDOM_INIT, encoder_label
 from viny.views import heatmap_data, repo_runs, write_json
 from viny.weights import load_encoder

@@ -161,9 +161,9 @@ def test_sigterm_stops_the_workers_of_a_parallel_grid_and_leaves_their_cells_pen
     import time
 
     import psutil
+    from grid_helpers import slow_cell
 
     import viny.grid as G
-    from grid_helpers import slow_cell
 
     cells = [G.Cell("s", "nb.py", {}, {"i": i}, str(tmp_path / f"c{i}")) for i in range(2)]
     monkeypatch.setattr(G, "run_cell", slow_cell)

@@ -11,7 +11,6 @@ from viny.data.datasets import list_image_folder, load_trimap
 from viny.data.images import load_rgb
 from viny.errors import DataError
 
-
 # ---------------------------------------------------------------- shipped sample
 
 

@@ -5,8 +5,17 @@ import pytest
 import torch
 
 from viny.geometry import (
-    cosine_vs_distance, dse_components, dse_scores, effective_rank, grid_distances, kmeans, linear_cka, patch_probe,
-    reference_patches, similarity_map, variance_decomposition,
+    cosine_vs_distance,
+    dse_components,
+    dse_scores,
+    effective_rank,
+    grid_distances,
+    kmeans,
+    linear_cka,
+    patch_probe,
+    reference_patches,
+    similarity_map,
+    variance_decomposition,
 )
 
 

@@ -3,7 +3,7 @@ import timm
 import torch
 
 import viny
-from viny.model import VINY_ARGS, ViNy, patchify, patch_tokens, unpatchify
+from viny.model import VINY_ARGS, ViNy, patch_tokens, patchify, unpatchify
 
 
 def n_params(m):

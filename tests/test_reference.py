@@ -1,7 +1,7 @@
 import pytest
 import torch
-
 from reference_oracle import authors_state_dict, oracle_patch_tokens, oracle_simmim_pred, oracle_vit
+
 from viny.model import ViNy, patch_tokens
 from viny.reference import ReferenceCheckpointError, load_reference_checkpoint
 from viny.simmim import SimMIM

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from viny.errors import VinyError
 from viny.data.datasets import DATA_FOLDERS, check_data_root
+from viny.errors import VinyError
 from viny.files import atomic_path
 from viny.study import finetune_rows
 

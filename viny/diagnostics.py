@@ -32,8 +32,8 @@ from viny.data import augment as A
 from viny.data.datasets import load_pets
 from viny.device import autocast, resolve_device, resolve_precision
 from viny.geometry import cosine_vs_distance, dse_components, patch_probe, variance_decomposition
-from viny.model import ViNy
 from viny.heads import patch_majority_labels
+from viny.model import ViNy
 
 __all__ = ["DiagnosticImages", "diagnostic_images", "layer_tokens", "diagnose", "compare_encoders", "stage_cka", "kendall_tau", "along_training"]
 

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from viny.study import FILES, GEOMETRY, INTERMEDIATE_TASKS, PRETRAINED, finetune_rows, study_rows
 from viny.stats import mean_interval, paired_difference
+from viny.study import FILES, GEOMETRY, INTERMEDIATE_TASKS, PRETRAINED, finetune_rows, study_rows
 
 __all__ = ["findings", "findings_markdown", "CLAIMS"]
 

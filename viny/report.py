@@ -22,8 +22,8 @@ import altair as alt
 import pandas as pd
 
 from viny.errors import VinyError
-from viny.study import FILES, GEOMETRY, SIMMIM, finetune_rows, study_rows
 from viny.files import atomic_write_text
+from viny.study import FILES, GEOMETRY, SIMMIM, finetune_rows, study_rows
 
 __all__ = ["build_report"]
 
@@ -108,7 +108,6 @@ def build_report(grid: str | Path, out: str | Path | None = None, data_label: st
     table = pd.read_parquet(results)
     out = Path(out) if out else grid / "report.html"
     alt.data_transformers.disable_max_rows()
-    done = table[table["status"] == "done"]
     ft = finetune_rows(table)
     geo_rows = study_rows(table, GEOMETRY)
     charts: dict[str, dict] = {}

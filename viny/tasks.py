@@ -26,8 +26,8 @@ from torch import nn
 from viny.config import FinetuneConfig, IntermediateConfig, PretrainConfig, TrainConfig
 from viny.data import augment as A
 from viny.data.datasets import load_image_folder, load_intel, load_pets, split_indices
-from viny.errors import DataError
 from viny.diagnostics import layer_tokens
+from viny.errors import DataError
 from viny.heads import ClassificationHead, PatchClassifier, SegmentationHead, patch_majority_labels, segmentation_loss
 from viny.metrics import SegmentationMeter
 from viny.model import ViNy, patch_tokens
