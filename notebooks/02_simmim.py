@@ -26,12 +26,18 @@ pretrain_source: str = "shipped"  # shipped (viny/pretrained: 2368, 4734 or 9469
 seed: int = 0
 data_root: str = ""  # folder holding imagenet-subset/train (empty: the shipped sample)
 show_images: int = 4
+curve_run: str = ""  # a pre-training run folder with snapshots (--save-encoder-every): fine-tune from each (empty: skip)
+curve_sizes: list = [100, 250]  # fine-tuning images for the curve along pre-training
+curve_seeds: int = 3
+curve_epochs: int = 50  # fine-tuning epochs of each curve run
+test_size: int = 198  # held-out Pets images for the curve (split nested)
 store_dir: str = ""  # shared store of upstream runs (empty: runs/notebooks/store)
 output_dir: str = ""  # empty: runs/notebooks/simmim
 
 # %%
 from pathlib import Path
 
+import pandas as pd
 from IPython.display import display
 
 from viny.data import load_image_folder
@@ -68,5 +74,45 @@ fig = reconstruction_figure(simmim, images[:show_images], seed=0)
 out.mkdir(parents=True, exist_ok=True)
 fig.save(out / FILES["reconstructions"])
 display(fig)
+
+# %% [markdown]
+# ## Did it learn anything? The reconstruction yardstick
+# Masked-patch L1 on held-out Intel `seg_test` images (never seen in pre-training), fixed
+# masks, next to two predictors that learn nothing: each image's mean visible colour, and
+# one mean colour for all. A ratio below 1 means the encoder learned more than colour means.
+
+# %%
+from viny.config import make_config
+from viny.data import augment as A
+from viny.simmim import reconstruction_yardstick
+from viny.tasks import heldout_images
+
+intel = str(Path(data_root) / "intel-image-classification") if data_root else None
+held = A.normalize(A.to_float(heldout_images(make_config("pretrain", model=model), intel)))
+yardstick = reconstruction_yardstick(simmim, held)
+display(pd.DataFrame([{"predictor": "this encoder", "masked L1": yardstick["l1"]},
+                      {"predictor": "mean visible colour of each image", "masked L1": yardstick["mean_colour_l1"]},
+                      {"predictor": "one mean colour for all", "masked L1": yardstick["dataset_mean_l1"]}]))
+print(f"ratio to the mean-colour predictor: {yardstick['ratio']:.3f} on {yardstick['images']} held-out images")
+
+# %% [markdown]
+# ## When does pre-training start to pay?
+# Downstream mIoU after fine-tuning from snapshots taken along a pre-training run, with
+# random init (dashed) at the same fine-tuning sizes, seeds and held-out images.
+
+# %%
+from viny.figures import pretraining_curve
+from viny.selection import downstream_along_pretraining
+
+if curve_run:
+    pets = str(Path(data_root) / "oxford-iiit-pet") if data_root else None
+    runs = downstream_along_pretraining(curve_run, out / "curve", curve_sizes, range(curve_seeds), epochs=curve_epochs,
+                                        test_size=test_size, split="nested", data=pets, model=model)
+    runs.to_csv(out / FILES["pretraining_curve"], index=False)
+    display(pretraining_curve(runs))
+else:
+    print("no curve_run given: pass a pre-training run folder with encoder snapshots to draw the curve")
+
+# %%
 write_json(out / "metrics.json", {"pretrain_images": pretrain_images, "epochs": epochs, "encoder_source": describe_encoder(encoder_path),
-                                   **results})
+                                   **results, **{f"yardstick_{k}": v for k, v in yardstick.items()}})

@@ -31,6 +31,7 @@ train_size: int = 100
 test_size: int = 200
 split: str = "nested"  # nested (fixed test set) or paper (authors random_split, seed 42)
 epochs: int = 10  # paper: 100
+lr: float = 0.002  # fine-tuning learning rate (Table A1)
 seed: int = 0
 upstream_seed: int = -1  # seed of the pre-training and intermediate runs (-1: the same as seed)
 precision: str = "auto"
@@ -46,23 +47,25 @@ from IPython.display import display
 from viny.config import make_config
 from viny.figures import loss_curve, setup_charts
 from viny.pipeline import run_in_store, upstream_encoder
-from viny.pretrained import describe_encoder
+from viny.pretrained import describe_encoder, pretraining_record
 from viny.study import FILES
 from viny.views import load_json, read_metrics_csv, repo_runs, segmentation_examples, write_json
 
 setup_charts()
 out = Path(output_dir) if output_dir else repo_runs("notebooks", "finetune")
 store = Path(store_dir) if store_dir else repo_runs("notebooks", "store")
-encoder = upstream_encoder(store, pretrain_images, intermediate, model=model, seed=seed if upstream_seed < 0 else upstream_seed,
-                           pretrain={"epochs": pretrain_epochs},
-                           intermediate_options={"epochs": intermediate_epochs, "num_images": intermediate_images or None,
-                                                 "test_size": test_size},
-                           data_root=data_root or None, pretrain_source=pretrain_source)
-config = make_config("finetune", model=model, epochs=epochs, train_size=train_size, test_size=test_size, split=split,
+upstream = dict(model=model, seed=seed if upstream_seed < 0 else upstream_seed, pretrain={"epochs": pretrain_epochs},
+                intermediate_options={"epochs": intermediate_epochs, "num_images": intermediate_images or None, "test_size": test_size},
+                data_root=data_root or None, pretrain_source=pretrain_source)
+encoder = upstream_encoder(store, pretrain_images, intermediate, **upstream)
+config = make_config("finetune", model=model, epochs=epochs, lr=lr, train_size=train_size, test_size=test_size, split=split,
                      seed=seed, init_from=encoder, precision=precision, data=data_root or None)
 run = run_in_store(config, out / "runs")
 results = load_json(run / "results.json")
-write_json(out / "metrics.json", {**results, "encoder_source": describe_encoder(encoder)})
+# the pre-training's held-out reconstruction yardstick, for the report's Encoders table
+pretrained = pretraining_record(upstream_encoder(store, pretrain_images, "none", **upstream))[0] if pretrain_images else {}
+write_json(out / "metrics.json", {**results, "encoder_source": describe_encoder(encoder),
+                                   "pretraining_yardstick_ratio": pretrained.get("yardstick_ratio")})
 results
 
 # %%

@@ -21,7 +21,7 @@ import pandas as pd
 from PIL import Image, ImageDraw
 
 __all__ = [
-    "setup_charts", "TRIMAP_COLOURS", "colorize_trimap", "panel", "png_data_uri", "loss_curve", "miou_vs_size", "intermediate_delta",
+    "setup_charts", "TRIMAP_COLOURS", "colorize_trimap", "panel", "png_data_uri", "loss_curve", "miou_vs_size", "intermediate_delta", "pretraining_curve",
     "cosine_chart", "heatmap_explorer", "to_uint8",
 ]
 
@@ -188,6 +188,32 @@ def intermediate_delta(results: pd.DataFrame, metric: str = "miou", treatment: s
                              alt.Tooltip("hi:Q", format=".2f"), "n"],
     )
     return (rule + bars + pts).properties(width=420, height=280, title=f"Effect of intermediate {treatment} on {metric} (Fig. 4)")
+
+
+def pretraining_curve(runs: pd.DataFrame, metric: str = "miou") -> alt.LayerChart:
+    """When does pre-training start to pay? Downstream ``metric`` after fine-tuning from
+    snapshots along pre-training (x: pre-training epoch), one line per fine-tuning size,
+    bars: 95 % t interval over seeds; dashed: random init (``epoch`` 0) at the same size."""
+    from viny.stats import mean_interval
+
+    rows = []
+    for (epoch, n), g in runs.groupby(["epoch", "train_size"]):
+        iv = mean_interval(100 * g[metric].to_numpy())
+        rows.append({"epoch": int(epoch), "train_size": f"{int(n)} images", **iv})
+    agg = pd.DataFrame(rows)
+    pre, rand = agg[agg["epoch"] > 0], agg[agg["epoch"] == 0]
+    colour = alt.Color("train_size:N", title="fine-tuning", legend=alt.Legend(symbolOpacity=1))
+    base = alt.Chart(pre).encode(x=alt.X("epoch:Q", title="pre-training epoch"), color=colour)
+    line = base.mark_line(point=True).encode(
+        y=alt.Y("mean:Q", title=f"{metric} (%)", scale=alt.Scale(zero=False)),
+        tooltip=["epoch", "train_size", alt.Tooltip("mean:Q", format=".2f"), alt.Tooltip("lo:Q", format=".2f"),
+                 alt.Tooltip("hi:Q", format=".2f"), "n"])
+    bars = base.mark_errorbar().encode(y=alt.Y("lo:Q", title=f"{metric} (%)"), y2="hi:Q")
+    layers = [bars, line]
+    if len(rand):
+        layers.append(alt.Chart(rand).mark_rule(strokeDash=[5, 4]).encode(y="mean:Q", color=colour,
+                                                                           tooltip=["train_size", alt.Tooltip("mean:Q", format=".2f")]))
+    return alt.layer(*layers).properties(width=420, height=280, title="Downstream mIoU along pre-training (dashed: random init)")
 
 
 def cosine_chart(cosine: pd.DataFrame) -> alt.LayerChart:

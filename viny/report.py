@@ -135,11 +135,15 @@ def build_report(grid: str | Path, out: str | Path | None = None, data_label: st
                     f"<i>inconclusive</i> otherwise.</p><table class='text'><tr><th>paper's claim</th><th>verdict</th><th>evidence (mIoU points)</th></tr>{rows}</table>")
 
     if len(ft) and "encoder_source" in ft:
-        enc = (ft[["pretrain_images", "intermediate", "encoder_source"]].drop_duplicates()
-               .sort_values(["pretrain_images", "intermediate"]).rename(columns={"encoder_source": "where the encoder came from"}))
+        cols = ["pretrain_images", "intermediate", "encoder_source"] + (["pretraining_yardstick_ratio"] if "pretraining_yardstick_ratio" in ft else [])
+        enc = (ft[cols].drop_duplicates(subset=cols[:3]).sort_values(["pretrain_images", "intermediate"])
+               .rename(columns={"encoder_source": "where the encoder came from",
+                                "pretraining_yardstick_ratio": "held-out reconstruction / mean-colour predictor"}))
         sections.append("<h2>Encoders</h2><p class='note'>The encoder each fine-tuning cell started from. <i>shipped</i>: "
                         "viny/pretrained, whose model cards give the command, data, epochs and loss curve; <i>trained here</i>: "
-                        f"a run of this grid's store.</p>{_table(enc)}")
+                        "a run of this grid's store. The reconstruction ratio is the pre-training's masked-patch L1 on held-out "
+                        "Intel images over that of filling each masked patch with the image's mean visible colour: below 1, the "
+                        f"encoder learned more than colour means.</p>{_table(enc, '{:.3f}')}")
 
     if len(ft):
         charts["fig3"] = miou_vs_size(ft).to_dict()
@@ -194,6 +198,15 @@ def build_report(grid: str | Path, out: str | Path | None = None, data_label: st
                             "<div id='fig6' class='chart'></div>")
 
     sim_rows = study_rows(table, SIMMIM)
+    curve = next((Path(d) / FILES["pretraining_curve"] for d in sim_rows.get("output_dir", [])
+                  if (Path(d) / FILES["pretraining_curve"]).is_file()), None)
+    if curve is not None:
+        from viny.figures import pretraining_curve
+
+        charts["pretraining_curve"] = pretraining_curve(pd.read_csv(curve)).to_dict()
+        sections.append("<h2>When does pre-training start to pay?</h2><div id='pretraining_curve' class='chart'></div>"
+                        "<p class='note'>Dataset-level mIoU on the held-out images after fine-tuning from snapshots along one "
+                        "pre-training run; bars: 95 % t interval over seeds; dashed: random init.</p>")
     if len(sim_rows):
         r = sim_rows.iloc[0]
         yard = (f" Held-out reconstruction: L1 {r['yardstick_l1']:.3f} = {r['yardstick_ratio']:.2f} x the mean-colour predictor's."
