@@ -89,3 +89,28 @@ def test_a_grid_without_the_intermediate_axis_is_judged_not_a_key_error():
     f = findings(t).set_index("claim")
     assert f.loc["diminishing_finetune", "verdict"] == "supported"
     assert f.loc["cls_hurts", "verdict"] == "inconclusive"
+
+
+def test_comparison_table_sets_ours_beside_the_papers_cell_at_the_same_size():
+    from viny.paper import comparison_table
+
+    t = _table(sizes=(100, 250, 400), pres=(0, 2368))
+    t["paper_miou"] = t["miou"] + 0.01
+    c = comparison_table(t).set_index(["pretrain_images", "intermediate", "train_size"])
+    row = c.loc[(0, "none", 250)]
+    assert row["paper mIoU per-image"] == "43.7 ± 1.0" and row["paper cell"] == "Table 1, 0 pre-training images"
+    assert c.loc[(2368, "cls_intel", 250), "paper cell"] == "Table A3, 45,000 pre-training images"  # the paper's smallest size
+    assert c.loc[(0, "none", 100), "paper cell"] == "no cell at this size"
+    # per-image and dataset protocols side by side: here per-image = dataset + 1 point
+    a, b = (float(row[k].split(" ± ")[0]) for k in ("ours mIoU per-image", "ours mIoU dataset"))
+    assert a == pytest.approx(b + 1.0, abs=0.05)
+
+
+def test_pooled_cls_verdict_says_how_far_the_cells_disagree():
+    t = _table()
+    # one cell where CLS helps clearly: +5 points on every seed at (1000, 400)
+    sel = (t["pretrain_images"] == 1000) & (t["train_size"] == 400) & (t["intermediate"] == "cls_intel")
+    t.loc[sel, "miou"] += 0.11
+    t["intermediate_epochs"] = 8
+    ev = findings(t).set_index("claim").loc["cls_hurts", "evidence"]
+    assert "the CLS stage (8 epochs)" in ev and "11 significantly lower, 1 significantly higher" in ev

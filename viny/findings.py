@@ -127,8 +127,16 @@ def _cls_hurts(ft, metric):
         return _row("cls_hurts", "inconclusive", "needs runs with and without the CLS stage"), None
     per_seed = pd.concat(diffs, axis=1).mean(axis=1)  # mean over cells, per seed
     iv = mean_interval(per_seed.to_numpy())
+    # how far the pooled cells disagree: each cell's own interval, and how many exclude zero either way
+    cell_ivs = [mean_interval(d.to_numpy()) for d in diffs]
+    lower = sum(c["hi"] < 0 for c in cell_ivs)
+    higher = sum(c["lo"] > 0 for c in cell_ivs)
+    means = [c["mean"] for c in cell_ivs]
+    epochs = sorted({int(v) for v in cells.get("intermediate_epochs", pd.Series(dtype=float)).dropna().unique()})
+    stage = f"the CLS stage ({', '.join(map(str, epochs))} epochs)" if epochs else "the CLS stage"
     return _row("cls_hurts", _verdict(iv, positive_is_claim=False),
-                f"change in {metric} from the CLS stage, averaged over {len(diffs)} cells: {_fmt(iv)} points"), diffs
+                f"change in {metric} from {stage}, averaged over {len(diffs)} cells: {_fmt(iv)} points; per cell "
+                f"{min(means):+.2f} to {max(means):+.2f}, {lower} significantly lower, {higher} significantly higher"), diffs
 
 
 def _cls_where_pretraining_helps(ft, metric, diffs):

@@ -154,9 +154,10 @@ def build_report(grid: str | Path, out: str | Path | None = None, data_label: st
             sections.append("<h2>Intermediate CLS fine-tuning (Fig. 4)</h2><div id='fig4' class='chart'></div>"
                             "<p class='note'>Change in mIoU, paired by seed; bars: 95 % t interval.</p>")
         comp = comparison_table(ft)
-        sections.append("<h2>Our results beside the paper's Tables 1, A2, A3</h2><p class='note'>Per-image protocol as in the paper "
-                        "(<code>paper_miou</code>, %); the paper's cells match on pre-training images, intermediate stage and fine-tuning "
-                        "images (empty where the paper has no such cell).</p>" + _table(comp))
+        sections.append("<h2>Our results beside the paper's Tables 1, A2, A3</h2><p class='note'>mIoU in %, mean ± std over seeds. "
+                        "<i>per-image</i>: the paper's protocol (each image's mIoU, then averaged); <i>dataset</i>: one confusion matrix "
+                        "over all held-out pixels, as in Fig. 3 and the findings. The paper's cell matches the intermediate stage and "
+                        "fine-tuning size; its pre-training size is the nearest the paper has (named in <i>paper cell</i>).</p>" + _table(comp))
         ex = ft.sort_values(["pretrain_images", "train_size"]).iloc[-1]
         ex_cls = ft[(ft["intermediate"] == "cls_intel") & (ft["pretrain_images"] == ex["pretrain_images"]) & (ft["train_size"] == ex["train_size"])]
         sections.append("<h2>Segmentation examples (Figs. A1, A2)</h2><p class='note'>image, ground truth, prediction; colours: "
