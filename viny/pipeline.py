@@ -21,6 +21,7 @@ from typing import Iterator
 
 from viny.config import RUNTIME_OPTIONS, TrainConfig, make_config
 from viny.errors import VinyError
+from viny.study import INTERMEDIATE_TASKS
 from viny.train import RESULTS, STATE, train
 
 __all__ = ["config_key", "run_in_store", "upstream_encoder"]
@@ -91,12 +92,13 @@ def upstream_encoder(
         encoder = str(run_in_store(cfg, store, progress) / "encoder.safetensors")
     if intermediate and intermediate != "none":
         options = dict(intermediate_options or {})
-        if intermediate in ("cls_intel", "spatial_intel"):  # the Pets hold-out does not concern Intel: one run for every test size
+        on_intel = INTERMEDIATE_TASKS[intermediate].data == "intel"
+        if on_intel:  # the Pets hold-out does not concern Intel: one run for every test size
             options.pop("test_size", None)
             options.pop("split_seed", None)
         data = None
         if root:
-            data = str(root / "intel-image-classification") if intermediate in ("cls_intel", "spatial_intel") else str(root)
+            data = str(root / "intel-image-classification") if on_intel else str(root)
         cfg = make_config("intermediate", task=intermediate, model=model, seed=seed, init_from=encoder, data=data, **options)
         encoder = str(run_in_store(cfg, store, progress) / "encoder.safetensors")
     return encoder

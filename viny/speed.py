@@ -15,6 +15,8 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from viny.study import INTERMEDIATE_TASKS
+
 __all__ = ["time_train_step", "time_evaluation", "measure_rates", "grid_work", "estimate"]
 
 
@@ -135,7 +137,7 @@ def grid_work(grid) -> pd.DataFrame:
                 tasks = list(p.get("intermediates", ["cls_intel", "cls_pets", "spatial", "spatial_intel"]))
             ep = p.get("epochs" if study == "intermediate" else "intermediate_epochs", 10)
             for t in tasks:
-                n = p.get("intermediate_images") or (sizes["intel"] if t in ("cls_intel", "spatial_intel") else sizes["pets"] - p.get("test_size", 200))
+                n = p.get("intermediate_images") or (sizes["intel"] if INTERMEDIATE_TASKS[t].data == "intel" else sizes["pets"] - p.get("test_size", 200))
                 key = ("intermediate", pre, pre_ep, t, ep, n, seed)
                 if key not in upstream:
                     upstream.add(key)

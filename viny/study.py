@@ -37,15 +37,21 @@ class IntermediateTask:
     name: str
     data: str  # "intel" or "pets"
     head: str  # "cls" (CLS classification) or "patch" (per-patch labels)
+    labels: str  # "class" (Intel scene), "breed" (Pets), "trimap" (per-patch majority of the Pets trimap), "clusters" (label-free k-means)
     label: str  # display label of the encoder after this stage
-    spatial: bool  # patch-aligned supervision (the paper's "spatial")
+
+    @property
+    def spatial(self) -> bool:
+        """Patch-aligned supervision (the paper's "spatial")."""
+        return self.head == "patch"
 
 
+# adding a task: an entry here (and its name in IntermediateConfig.task); viny.tasks follows these fields
 INTERMEDIATE_TASKS: dict[str, IntermediateTask] = {t.name: t for t in (
-    IntermediateTask("cls_intel", "intel", "cls", "CLS-intermediate (Intel)", False),
-    IntermediateTask("cls_pets", "pets", "cls", "CLS-intermediate (Pets)", False),
-    IntermediateTask("spatial", "pets", "patch", "spatial intermediate", True),
-    IntermediateTask("spatial_intel", "intel", "patch", "spatial intermediate (Intel, label-free)", True),
+    IntermediateTask("cls_intel", "intel", "cls", "class", "CLS-intermediate (Intel)"),
+    IntermediateTask("cls_pets", "pets", "cls", "breed", "CLS-intermediate (Pets)"),
+    IntermediateTask("spatial", "pets", "patch", "trimap", "spatial intermediate"),
+    IntermediateTask("spatial_intel", "intel", "patch", "clusters", "spatial intermediate (Intel, label-free)"),
 )}
 
 RANDOM_INIT = "random init"

@@ -32,6 +32,7 @@ from viny.heads import ClassificationHead, PatchClassifier, SegmentationHead, pa
 from viny.metrics import SegmentationMeter
 from viny.model import ViNy, patch_tokens
 from viny.simmim import SimMIM, reconstruction_yardstick
+from viny.study import INTERMEDIATE_TASKS
 
 __all__ = ["heldout_images", "Segmenter", "CLSClassifier", "PatchSupervised", "patch_majority_labels", "make_task", "Task"]
 
@@ -164,14 +165,15 @@ class IntermediateTask(Task):
         self.config = config
         size = _image_size(config)
         c = config
-        if c.task in ("cls_intel", "spatial_intel"):
+        self.kind = kind = INTERMEDIATE_TASKS[c.task]
+        if kind.data == "intel":
             train = load_intel(c.data, "train", size, c.resize, c.cache_dir, c.skip_bad_images, progress)
             test = load_intel(c.data, "test", size, c.resize, c.cache_dir, c.skip_bad_images, progress)
             self.images, self.labels = train.arrays.images, train.arrays.targets
             self.test_images, self.test_labels = test.arrays.images, test.arrays.targets
             self.train_index = np.flatnonzero(train.arrays.valid)
             self.test_index = np.flatnonzero(test.arrays.valid)
-            self.num_classes = len(train.classes) if c.task == "cls_intel" else c.num_clusters
+            self.num_classes = len(train.classes) if kind.labels == "class" else c.num_clusters
         else:
             pets = load_pets(c.data, size, c.resize, cache_dir=c.cache_dir, skip_bad=c.skip_bad_images, progress=progress)
             n = len(pets.arrays)
@@ -181,7 +183,7 @@ class IntermediateTask(Task):
             self.train_index = _valid_only(train_idx, pets.arrays.valid)
             self.test_index = _valid_only(test_idx, pets.arrays.valid)
             self.images = self.test_images = pets.arrays.images
-            if c.task == "cls_pets":
+            if kind.labels == "breed":
                 self.labels = self.test_labels = pets.breeds
                 self.num_classes = int(pets.breeds.max()) + 1
             else:
@@ -198,11 +200,11 @@ class IntermediateTask(Task):
         return {"train_images": int(len(self.train_index)), "test_images": int(len(self.test_index)), "num_classes": self.num_classes}
 
     def build(self, encoder):
-        if self.config.task == "spatial_intel":
+        if self.kind.labels == "clusters":
             # pseudo-labels from the initial encoder (built before any resume state is loaded)
             self.labels, self.test_labels = cluster_pseudo_labels(
                 encoder, self.images, self.test_images, self.train_index, self.config.num_clusters, self.config.split_seed, self.config.normalize)
-        if self.config.task in ("spatial", "spatial_intel"):
+        if self.kind.head == "patch":
             return PatchSupervised(encoder, self.num_classes)
         return CLSClassifier(encoder, self.num_classes)
 
@@ -210,12 +212,12 @@ class IntermediateTask(Task):
         c = self.config
         x = self._prep(_gather(self.images, idx), device)
         y = _gather(self.labels, idx).to(device).long()
-        if c.task == "spatial":
+        if self.kind.labels == "trimap":
             x, y = A.random_hflip(x, gen, y)
             x = self._norm(A.random_contrast(x, c.contrast, gen))
             y = patch_majority_labels(y, model.encoder.patch_size, self.num_classes)
             return F.cross_entropy(model(x).flatten(0, 1).float(), y.flatten())
-        if c.task == "spatial_intel":  # labels [B, L] on the patch grid flip with the image
+        if self.kind.labels == "clusters":  # labels [B, L] on the patch grid flip with the image
             gh, gw = model.encoder.grid_size
             x, y = A.random_hflip(x, gen, y.reshape(-1, gh, gw))
             x = self._norm(A.random_contrast(x, c.contrast, gen))
@@ -235,11 +237,11 @@ class IntermediateTask(Task):
             y = _gather(self.test_labels, chunk).to(device).long()
             with autocast:
                 out = model(x)
-            if self.config.task == "spatial":
+            if self.kind.labels == "trimap":
                 y = patch_majority_labels(y, model.encoder.patch_size, self.num_classes)
             correct += int((out.argmax(-1) == y).sum())
             n += y.numel()
-        key = "patch_accuracy" if self.config.task in ("spatial", "spatial_intel") else "accuracy"
+        key = "patch_accuracy" if self.kind.head == "patch" else "accuracy"
         return {key: correct / n, "test_images": int(len(self.test_index))}
 
 
