@@ -85,6 +85,16 @@ def flops_per_image(device) -> float:
     return counter.get_total_flops() / 8
 
 
+def cpu_description() -> str:
+    """Which CPU this is and which matrix units torch can use (AMX tiles, AVX-512 bf16)."""
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
+    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "unknown CPU")
+    flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []))
+    units = [u for u, f in (("AMX bf16", "amx_bf16"), ("AVX-512 bf16", "avx512_bf16"), ("AVX-512", "avx512f")) if f in flags]
+    return (f"CPU: {name}; matrix units: {', '.join(units) or 'none of AMX / AVX-512'}; "
+            f"torch CPU capability {torch.backends.cpu.get_cpu_capability()}")
+
+
 def cpu_peak_flops(dtype=torch.bfloat16) -> float:
     a = torch.randn(2048, 2048, dtype=dtype)
     for _ in range(3):
@@ -157,6 +167,8 @@ def main() -> None:
     args = ap.parse_args()
     device = resolve_device(args.device)
     print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch_size}")
+    if device.type == "cpu":
+        print(cpu_description())
     phases = {
         "pretrain (SimMIM)": ("pretrain", {"num_images": 1000}),
         "intermediate (CLS, Intel)": ("intermediate", {}),
@@ -175,8 +187,13 @@ def main() -> None:
     print(f"plain (authors' path: fp32, PIL decode per step) finetune step {plain:8.1f} images/s")
     print(f"viny default ({default_prec}, cached data)           finetune step {fast:8.1f} images/s  ({fast / plain:.2f}x)")
     if args.compile:
-        compiled = time_train_step("finetune", args.steps, args.batch_size, args.device, default_prec, compile=True, **phases["finetune (segmentation)"][1])
-        print(f"viny default + torch.compile                       finetune step {compiled:8.1f} images/s  ({compiled / plain:.2f}x)")
+        timings: dict = {}
+        compiled = time_train_step("finetune", args.steps, args.batch_size, args.device, default_prec, compile=True, timings=timings,
+                                   **phases["finetune (segmentation)"][1])
+        saved = 1 / fast - 1 / compiled  # seconds saved per image
+        print(f"viny default + torch.compile                       finetune step {compiled:8.1f} images/s  ({compiled / plain:.2f}x); "
+              f"compile {timings['warmup_seconds']:.0f} s, paid back after "
+              + (f"{timings['warmup_seconds'] / saved:,.0f} image-steps" if saved > 0 else "never (no faster)"))
     fpi = flops_per_image(device)
     peak = args.peak_tflops * 1e12 if device.type == "cuda" else cpu_peak_flops()
     print(f"model FLOPs per training image {fpi / 1e9:.2f} GFLOP; achieved {fpi * fast / 1e9:.0f} GFLOP/s; "

@@ -21,10 +21,10 @@ __all__ = ["time_train_step", "time_evaluation", "measure_rates", "grid_work", "
 
 
 def time_train_step(phase: str, steps: int = 3, batch_size: int = 64, device: str = "auto", precision: str = "auto",
-                    model: str = "viny", **options) -> float:
+                    model: str = "viny", timings: dict | None = None, **options) -> float:
     """Images/s of full training steps of ``phase`` (data gather, augmentation, forward,
     backward, AdamW) on the shipped sample, after one warm-up step (which compiles the
-    model when ``compile=True``)."""
+    model when ``compile=True``; its seconds go to ``timings["warmup_seconds"]``)."""
     from viny.config import make_config
     from viny.device import autocast, resolve_device, resolve_precision
     from viny.tasks import make_task
@@ -49,7 +49,10 @@ def time_train_step(phase: str, steps: int = 3, batch_size: int = 64, device: st
         opt.step()
         return loss.item()
 
+    t = time.perf_counter()
     step()
+    if timings is not None:
+        timings["warmup_seconds"] = time.perf_counter() - t
     t = time.perf_counter()
     for _ in range(steps):
         step()
