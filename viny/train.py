@@ -147,21 +147,36 @@ def _result_options(config: dict) -> dict:
     return {k: v for k, v in config.items() if k not in RUNTIME_OPTIONS and k != "runtime"}
 
 
+def _check_run_folder(config: TrainConfig, out: Path, resume: bool) -> None:
+    """Before any work: the folder is writable (stale temp files of a killed write removed),
+    and holds a resumable run with the same result options (``resume``) or no run at all."""
+    remove_stale_temp_files(out)
+    _check_writable(out)
+    if resume:
+        if not (out / STATE).is_file():
+            raise VinyError(f"--resume: {out} has no checkpoint ({STATE}) to resume from")
+        saved = json.loads((out / "config.json").read_text())
+        if _result_options(saved) != _result_options(json.loads(json.dumps(config.to_dict()))):
+            raise VinyError(f"--resume: the options differ from the run in {out}; resume with the same options")
+    elif (out / STATE).exists() or (out / RESULTS).exists():
+        raise VinyError(f"{out} already holds a run; pass --resume to continue it or choose another output folder")
+
+
+def _restore(state_path: Path, model, opt, sched) -> tuple[int, list[dict]]:
+    """Load a resume checkpoint into model, optimizer and scheduler: ``(next epoch, history)``."""
+    st = _load_state(state_path)
+    model.load_state_dict(st["model"])
+    opt.load_state_dict(st["optimizer"])
+    sched.load_state_dict(st["scheduler"])
+    return st["epoch"] + 1, st["history"]
+
+
 def train(config: TrainConfig, out_dir: str | Path, resume: bool = False, progress: bool = True) -> dict:
     """Run one phase to the end; returns the final results (also in ``results.json``)."""
     config.validate()
     out = Path(out_dir)
     state_path = out / STATE
-    remove_stale_temp_files(out)
-    _check_writable(out)
-    if resume:
-        if not state_path.is_file():
-            raise VinyError(f"--resume: {out} has no checkpoint ({STATE}) to resume from")
-        saved = json.loads((out / "config.json").read_text())
-        if _result_options(saved) != _result_options(json.loads(json.dumps(config.to_dict()))):
-            raise VinyError(f"--resume: the options differ from the run in {out}; resume with the same options")
-    elif state_path.exists() or (out / RESULTS).exists():
-        raise VinyError(f"{out} already holds a run; pass --resume to continue it or choose another output folder")
+    _check_run_folder(config, out, resume)
 
     device = resolve_device(config.device)
     precision = resolve_precision(config.precision, device)
@@ -181,11 +196,7 @@ def train(config: TrainConfig, out_dir: str | Path, resume: bool = False, progre
 
     start, history = 0, []
     if resume:
-        st = _load_state(state_path)
-        model.load_state_dict(st["model"])
-        opt.load_state_dict(st["optimizer"])
-        sched.load_state_dict(st["scheduler"])
-        start, history = st["epoch"] + 1, st["history"]
+        start, history = _restore(state_path, model, opt, sched)
     else:
         runtime = {"device": str(device), "precision": precision, "compiled": use_compile, "viny_version": viny.__version__, **task.data_summary}
         try:
