@@ -86,33 +86,9 @@ def _scale_description(ft: pd.DataFrame, table: pd.DataFrame, data_label: str | 
     return "; ".join(parts), bool(small)
 
 
-def build_report(grid: str | Path, out: str | Path | None = None, data_label: str | None = None, list_notebooks: bool = True) -> Path:
-    """Write the report of the grid whose output folder (or grid file) is ``grid``; returns its path.
-    ``data_label`` names the grid's data root in the report instead of its path (for reports
-    that are published, where a path on this machine means nothing); ``list_notebooks``
-    lists the executed notebooks of the cells (off for published reports, which do not ship them)."""
-    import vl_convert as vlc
-
-    from viny.figures import cosine_chart, heatmap_explorer, intermediate_delta, miou_vs_size
-    from viny.findings import findings
-    from viny.paper import comparison_table, diagnostics_table
-
-    grid = Path(grid)
-    if grid.is_file():
-        from viny.grid import load_grid
-
-        grid = load_grid(grid, check=False).out
-    results = grid / FILES["results"]
-    if not results.is_file():
-        raise VinyError(f"{grid} has no results.parquet; run `viny grid PARAMS.yaml` first")
-    table = pd.read_parquet(results)
-    out = Path(out) if out else grid / "report.html"
-    alt.data_transformers.disable_max_rows()
-    ft = finetune_rows(table)
-    geo_rows = study_rows(table, GEOMETRY)
-    charts: dict[str, dict] = {}
+def _header_section(grid: Path, table: pd.DataFrame, ft: pd.DataFrame, data_label: str | None) -> list[str]:
+    """Title, scale sentence, the not-the-paper's-scale banner and cells not done."""
     sections: list[str] = []
-
     scale, small = _scale_description(ft, table, data_label)
     failed = table[table["status"] != "done"]
     head = [f"<h1>ViNy study report: {html.escape(grid.name)}</h1>",
@@ -126,6 +102,13 @@ def build_report(grid: str | Path, out: str | Path | None = None, data_label: st
         head.append(f'<p class="banner">{len(failed)} of {len(table)} cells are not done: '
                     + ", ".join(f"{html.escape(r.study)}/{html.escape(r.cell)} ({html.escape(str(r.status))})" for r in failed.itertuples()) + "</p>")
     sections += head
+    return sections
+
+
+def _findings_section(grid: Path, table: pd.DataFrame) -> list[str]:
+    """The computed verdicts on the paper's claims."""
+    sections: list[str] = []
+    from viny.findings import findings
 
     verdicts = findings(table, grid)
     rows = "".join(f"<tr><td>{html.escape(r.statement)}</td><td class='{r.verdict}'>{r.verdict}</td><td>{html.escape(r.evidence)}</td></tr>"
@@ -133,7 +116,12 @@ def build_report(grid: str | Path, out: str | Path | None = None, data_label: st
     sections.append("<h2>Findings</h2><p class='note'>Each verdict is computed from this grid's results: 95 % t intervals over seeds of "
                     "paired differences; <i>supported</i> / <i>contradicted</i> when the interval excludes zero, "
                     f"<i>inconclusive</i> otherwise.</p><table class='text'><tr><th>paper's claim</th><th>verdict</th><th>evidence (mIoU points)</th></tr>{rows}</table>")
+    return sections
 
+
+def _encoders_section(ft: pd.DataFrame) -> list[str]:
+    """Where each fine-tuning cell's encoder came from, with its reconstruction ratio."""
+    sections: list[str] = []
     if len(ft) and "encoder_source" in ft:
         cols = ["pretrain_images", "intermediate", "encoder_source"] + (["pretraining_yardstick_ratio"] if "pretraining_yardstick_ratio" in ft else [])
         enc = (ft[cols].drop_duplicates(subset=cols[:3]).sort_values(["pretrain_images", "intermediate"])
@@ -144,6 +132,14 @@ def build_report(grid: str | Path, out: str | Path | None = None, data_label: st
                         "a run of this grid's store. The reconstruction ratio is the pre-training's masked-patch L1 on held-out "
                         "Intel images over that of filling each masked patch with the image's mean visible colour: below 1, the "
                         f"encoder learned more than colour means.</p>{_table(enc, '{:.3f}')}")
+    return sections
+
+
+def _finetune_sections(ft: pd.DataFrame, charts: dict) -> list[str]:
+    """Figs. 3 and 4, the table beside the paper's, segmentation examples."""
+    sections: list[str] = []
+    from viny.figures import intermediate_delta, miou_vs_size
+    from viny.paper import comparison_table
 
     if len(ft):
         charts["fig3"] = miou_vs_size(ft).to_dict()
@@ -167,6 +163,14 @@ def build_report(grid: str | Path, out: str | Path | None = None, data_label: st
         if len(ex_cls):
             sections.append("<p class='note'>The same with the intermediate CLS stage (Fig. A2):</p>"
                             + _img(Path(ex_cls.iloc[0]["output_dir"]) / FILES["segmentation"], "segmentation after CLS"))
+    return sections
+
+
+def _geometry_sections(geo_rows: pd.DataFrame, charts: dict) -> list[str]:
+    """Table 2, probe by block, Figs. 5 and 6."""
+    sections: list[str] = []
+    from viny.figures import cosine_chart, heatmap_explorer
+    from viny.paper import diagnostics_table
 
     if len(geo_rows):
         gdir = Path(geo_rows.iloc[0]["output_dir"])
@@ -197,7 +201,12 @@ def build_report(grid: str | Path, out: str | Path | None = None, data_label: st
             sections.append("<h2>Similarity heatmaps (Fig. 6)</h2><p class='note'>Click a patch of the image: each encoder's cosine "
                             "similarity to it is drawn on the right (scale fixed to [-0.5, 1]). Works without a kernel.</p>"
                             "<div id='fig6' class='chart'></div>")
+    return sections
 
+
+def _pretraining_sections(table: pd.DataFrame, charts: dict) -> list[str]:
+    """Downstream mIoU along pre-training and SimMIM reconstructions (Fig. 2)."""
+    sections: list[str] = []
     sim_rows = study_rows(table, SIMMIM)
     curve = next((Path(d) / FILES["pretraining_curve"] for d in sim_rows.get("output_dir", [])
                   if (Path(d) / FILES["pretraining_curve"]).is_file()), None)
@@ -216,6 +225,12 @@ def build_report(grid: str | Path, out: str | Path | None = None, data_label: st
                         f"{html.escape(str(r.get('encoder_source', '?')))}; rows: original, masked input (mask ratio 0.5, masked "
                         f"patches grey), reconstruction (visible patches kept, masked ones predicted).{yard}</p>"
                         + _img(Path(r["output_dir"]) / FILES["reconstructions"], "reconstructions"))
+    return sections
+
+
+def _notebooks_section(grid: Path, table: pd.DataFrame, list_notebooks: bool) -> list[str]:
+    """The executed notebooks of the cells (or why they are not listed)."""
+    sections: list[str] = []
     def where(cell_dir: str) -> str:  # relative to the grid folder, so a published report names no machine paths
         path = Path(cell_dir) / "notebook.ipynb"
         return str(path.relative_to(grid.resolve())) if path.is_relative_to(grid.resolve()) else str(path)
@@ -228,7 +243,33 @@ def build_report(grid: str | Path, out: str | Path | None = None, data_label: st
     else:
         sections.append(f"<h2>Executed notebooks</h2><p class='note'>{len(table)} cells ran; their executed notebooks stay in the "
                         "grid folder's <code>cells/</code> on the machine that ran them and are not published with this report.</p>")
+    return sections
 
+
+def build_report(grid: str | Path, out: str | Path | None = None, data_label: str | None = None, list_notebooks: bool = True) -> Path:
+    """Write the report of the grid whose output folder (or grid file) is ``grid``; returns its path.
+    ``data_label`` names the grid's data root in the report instead of its path (for reports
+    that are published, where a path on this machine means nothing); ``list_notebooks``
+    lists the executed notebooks of the cells (off for published reports, which do not ship them)."""
+    import vl_convert as vlc
+
+    grid = Path(grid)
+    if grid.is_file():
+        from viny.grid import load_grid
+
+        grid = load_grid(grid, check=False).out
+    results = grid / FILES["results"]
+    if not results.is_file():
+        raise VinyError(f"{grid} has no results.parquet; run `viny grid PARAMS.yaml` first")
+    table = pd.read_parquet(results)
+    out = Path(out) if out else grid / "report.html"
+    alt.data_transformers.disable_max_rows()
+    ft = finetune_rows(table)
+    geo_rows = study_rows(table, GEOMETRY)
+    charts: dict[str, dict] = {}
+    sections = (_header_section(grid, table, ft, data_label) + _findings_section(grid, table) + _encoders_section(ft)
+                + _finetune_sections(ft, charts) + _geometry_sections(geo_rows, charts) + _pretraining_sections(table, charts)
+                + _notebooks_section(grid, table, list_notebooks))
     bundle = vlc.javascript_bundle()
     script = ("window.vinyViews={};window.vinyErrors=[];const specs=" + json.dumps(charts).replace("</", "<\\/") + ";"
               "for(const [id,spec] of Object.entries(specs)){vegaEmbed('#'+id,spec,{renderer:'svg',actions:false})"
