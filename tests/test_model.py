@@ -121,3 +121,33 @@ def test_attention_kernels_train_alike(dtype, tol):
         return torch.tensor(losses)
 
     assert torch.allclose(run("manual"), run("fused"), atol=tol, rtol=tol)
+
+
+def test_forward_intermediates_and_attention_weights():
+    import numpy as np
+
+    from viny.data import augment as A
+    from viny.model import patch_tokens
+    from viny.registry import create_encoder
+    from viny.views import attention_maps
+
+    torch.manual_seed(0)
+    enc = create_encoder("viny_test").eval()
+    x = torch.randn(2, 3, 64, 64)
+    final, inter = enc.forward_intermediates(x, norm=True)
+    assert len(inter) == 2 and torch.allclose(inter[-1], patch_tokens(enc, x), atol=1e-6) and torch.allclose(final, inter[-1], atol=1e-6)
+    (nchw,) = enc.forward_intermediates(x, indices=1, output_fmt="NCHW", intermediates_only=True)
+    assert nchw.shape == (2, 32, 4, 4)
+    # attention weights of the last block by hand: softmax(q k^T * scale) on the CLS path
+    blk = enc.blocks[-1]
+    with torch.no_grad():
+        h = enc._pos_embed(enc.patch_embed(x))
+        h = enc.blocks[0](h)
+        q, k, _ = blk.attn.qkv(blk.norm1(h)).reshape(2, 17, 3, 2, 16).permute(2, 0, 3, 1, 4).unbind(0)
+        expected = ((q * blk.attn.scale) @ k.transpose(-2, -1)).softmax(-1)
+    assert torch.allclose(enc.attention_weights(x), expected, atol=1e-6)
+    assert blk.attn.weights is None and not blk.attn.keep_weights  # nothing kept afterwards
+    image = (np.random.default_rng(0).random((64, 64, 3)) * 255).astype(np.uint8)
+    maps = attention_maps(enc, image)
+    cls_to_cls = enc.attention_weights(A.normalize(A.to_float(torch.from_numpy(image[None]))))[0, :, 0, 0].numpy()
+    assert maps.shape == (2, 4, 4) and np.allclose(maps.sum((1, 2)), 1 - cls_to_cls, atol=1e-5)  # the CLS row's weight on the patches

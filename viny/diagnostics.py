@@ -87,9 +87,9 @@ def layer_tokens(encoder: ViNy, images_u8: np.ndarray, layers: Sequence[int] | N
         if normalize:
             x = A.normalize(x)
         with amp:
-            final, kept = encoder.forward_patch_tokens(encoder.embed_patches(x), return_blocks=[x_ - 1 for x_ in layers])
+            kept = encoder.forward_intermediates(x, [x_ - 1 for x_ in layers], norm=True, intermediates_only=True)
             for layer, tok in zip(sorted(layers), kept):
-                out[layer].append((final if layer == depth else encoder.norm(tok)).float().cpu())
+                out[layer].append(tok.float().cpu())
     return {x: torch.cat(v) for x, v in out.items()}
 
 

@@ -120,6 +120,8 @@ class ViNyAttention(Attention):
         if attn_impl not in ("auto", "fused", "manual"):
             raise ValueError(f"attn_impl must be 'auto', 'fused' or 'manual', got {attn_impl!r}")
         self.attn_impl = attn_impl
+        self.keep_weights = False  # set by ViNy.attention_weights: keep the softmax weights of the next forward
+        self.weights: torch.Tensor | None = None
 
     def use_fused(self, x: torch.Tensor) -> bool:
         return x.is_cuda if self.attn_impl == "auto" else self.attn_impl == "fused"
@@ -129,12 +131,13 @@ class ViNyAttention(Attention):
             raise NotImplementedError("ViNy attention takes no mask")
         b, n, _ = x.shape
         q, k, v = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
-        if self.use_fused(x):
+        if self.use_fused(x) and not self.keep_weights:
             x = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop.p if self.training else 0.0)
         else:
-            attn = (q * self.scale) @ k.transpose(-2, -1)
-            attn = self.attn_drop(attn.softmax(dim=-1))
-            x = attn @ v
+            attn = ((q * self.scale) @ k.transpose(-2, -1)).softmax(dim=-1)
+            if self.keep_weights:
+                self.weights = attn.detach()
+            x = self.attn_drop(attn) @ v
         x = x.transpose(1, 2).reshape(b, n, self.attn_dim)
         return self.proj_drop(self.proj(x))
 
@@ -212,6 +215,41 @@ class ViNy(VisionTransformer):
     def embed_patches(self, images: torch.Tensor) -> torch.Tensor:
         """Patch embedding without positions: ``[B, C, H, W] -> [B, L, D]``."""
         return self.patch_embed(images)
+
+    def forward_intermediates(self, x: torch.Tensor, indices: int | Sequence[int] | None = None, norm: bool = False,
+                              output_fmt: str = "NLC", intermediates_only: bool = False):
+        """timm's ``forward_intermediates`` on ViNy's patch-token path (patch embedding +
+        positions, no CLS, as :func:`patch_tokens`): the outputs of blocks ``indices``
+        (0-based; an int ``n`` means the last ``n``; None: all), each through the final
+        LayerNorm when ``norm``, as ``[B, L, D]`` (``NLC``) or ``[B, D, gh, gw]`` (``NCHW``).
+        Returns ``(final tokens, intermediates)``, or only the intermediates."""
+        depth = len(self.blocks)
+        if indices is None:
+            take = list(range(depth))
+        elif isinstance(indices, int):
+            take = list(range(depth - indices, depth))
+        else:
+            take = sorted(int(i) % depth for i in indices)
+        if output_fmt not in ("NLC", "NCHW"):
+            raise ValueError(f"output_fmt must be NLC or NCHW, got {output_fmt!r}")
+        final, kept = self.forward_patch_tokens(self.embed_patches(x), return_blocks=take)
+        out = [self.norm(t) if norm else t for t in kept]
+        if output_fmt == "NCHW":
+            gh, gw = self.grid_size
+            out = [t.transpose(1, 2).reshape(t.shape[0], t.shape[-1], gh, gw) for t in out]
+        return out if intermediates_only else (final, out)
+
+    @torch.no_grad()
+    def attention_weights(self, x: torch.Tensor, block: int = -1) -> torch.Tensor:
+        """Softmax attention weights ``[B, heads, N, N]`` of one block (negative: from the
+        end) on the CLS path (``forward_features``: CLS + patch tokens), in eval mode."""
+        attn = self.blocks[block].attn
+        attn.keep_weights, attn.weights = True, None
+        try:
+            self.forward_features(x)
+            return attn.weights
+        finally:
+            attn.keep_weights, attn.weights = False, None
 
     def forward_patch_tokens(self, tokens: torch.Tensor, return_blocks: Sequence[int] | None = None):
         """Run already-embedded patch tokens ``[B, L, D]`` (no CLS) + patch positions through

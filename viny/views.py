@@ -77,19 +77,9 @@ def patch_grid_image(image_u8: np.ndarray, patch_size: int = 16, scale: int = 3)
 @torch.no_grad()
 def attention_maps(encoder: ViNy, image_u8: np.ndarray, block: int = -1) -> np.ndarray:
     """Attention of the CLS token to every patch in ``block``, per head: ``[heads, gh, gw]``."""
-    encoder = encoder.eval()
     x = A.normalize(A.to_float(torch.from_numpy(np.array(image_u8[None]))))  # a copy: cached images are read-only memmaps
-    tokens = encoder._pos_embed(encoder.patch_embed(x))  # noqa: SLF001  (timm's CLS + positions step)
-    blocks = list(encoder.blocks)
-    block = block % len(blocks)
-    for blk in blocks[:block]:
-        tokens = blk(tokens)
-    attn = blocks[block].attn
-    h = blocks[block].norm1(tokens)
-    b, n, _ = h.shape
-    q, k, _ = attn.qkv(h).reshape(b, n, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
-    weights = ((q * attn.scale) @ k.transpose(-2, -1)).softmax(-1)[0, :, 0, 1:]  # heads, L
-    return weights.reshape(attn.num_heads, *encoder.grid_size).numpy()
+    weights = encoder.eval().attention_weights(x, block)[0, :, 0, 1:]  # heads, L
+    return weights.reshape(weights.shape[0], *encoder.grid_size).numpy()
 
 
 @torch.no_grad()
