@@ -117,7 +117,21 @@ def segmentation_examples(run_dir: str | Path, n: int = 4, scale: int = 2):
     images = task.pets.arrays.images[idx]
     truth = task.pets.arrays.targets[idx]
     rows = [[images[i], colorize_trimap(truth[i]), colorize_trimap(pred[i])] for i in range(len(idx))]
-    return panel(rows, ["image", "ground truth", "prediction"], scale=scale)
+    img = panel(rows, ["image", "ground truth", "prediction"], scale=scale)
+    # each row's own score, written on its prediction
+    from PIL import ImageDraw
+
+    from viny.metrics import segmentation_scores
+
+    draw = ImageDraw.Draw(img)
+    h, w, gap, top = images.shape[1] * scale, images.shape[2] * scale, 4, 14
+    for i in range(len(idx)):
+        sc = segmentation_scores(torch.from_numpy(pred[i : i + 1]), torch.from_numpy(np.asarray(truth[i : i + 1])))
+        text = f"mIoU {100 * sc['paper_miou']:.0f}  acc {100 * sc['paper_pixel_accuracy']:.0f}"
+        x, y = gap + 2 * (w + gap) + 2, top + gap + i * (h + gap) + 2
+        draw.rectangle([x - 1, y - 1, x + 6 * len(text) + 1, y + 11], fill=(255, 255, 255))
+        draw.text((x, y), text, fill=(0, 0, 0))
+    return img
 
 
 def heatmap_data(encoders: dict[str, ViNy], images_u8: np.ndarray, targets: np.ndarray) -> tuple[pd.DataFrame, dict[str, str], dict]:
