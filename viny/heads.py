@@ -17,7 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["SegmentationHead", "ClassificationHead", "PatchClassifier", "segmentation_loss", "patch_majority_labels"]
+from viny.model import ViNy, patch_tokens
+
+__all__ = ["SegmentationHead", "ClassificationHead", "PatchClassifier", "segmentation_loss", "patch_majority_labels",
+           "Segmenter", "CLSClassifier", "PatchSupervised"]
 
 
 class SegmentationHead(nn.Module):
@@ -84,3 +87,42 @@ def patch_majority_labels(target: torch.Tensor, patch_size: int, num_classes: in
     onehot = F.one_hot(target.long(), num_classes)  # b h w k
     counts = onehot.reshape(b, h // p, p, w // p, p, num_classes).sum((2, 4))  # b gh gw k
     return counts.reshape(b, -1, num_classes).argmax(-1)
+
+
+# ------------------------------------------------------------- encoder + head, one per task kind
+
+
+class Segmenter(nn.Module):
+    """Encoder + per-patch segmentation head: images -> ``[B, 3, H, W]`` logits."""
+
+    def __init__(self, encoder: ViNy, num_classes: int = 3):
+        super().__init__()
+        self.encoder = encoder
+        self.head = SegmentationHead(encoder.embed_dim, encoder.patch_size, num_classes, encoder.grid_size)
+
+    def forward(self, images):
+        return self.head(patch_tokens(self.encoder, images))
+
+
+class CLSClassifier(nn.Module):
+    """Encoder + Linear on the CLS output: images -> ``[B, num_classes]``."""
+
+    def __init__(self, encoder: ViNy, num_classes: int):
+        super().__init__()
+        self.encoder = encoder
+        self.head = ClassificationHead(encoder.embed_dim, num_classes)
+
+    def forward(self, images):
+        return self.head(self.encoder.forward_features(images)[:, 0])
+
+
+class PatchSupervised(nn.Module):
+    """Encoder + Linear on each patch token: images -> ``[B, L, num_classes]``."""
+
+    def __init__(self, encoder: ViNy, num_classes: int = 3):
+        super().__init__()
+        self.encoder = encoder
+        self.head = PatchClassifier(encoder.embed_dim, num_classes)
+
+    def forward(self, images):
+        return self.head(patch_tokens(self.encoder, images))

@@ -28,49 +28,13 @@ from viny.data import augment as A
 from viny.data.datasets import load_image_folder, load_intel, load_pets, split_indices
 from viny.diagnostics import layer_tokens
 from viny.errors import DataError
-from viny.heads import ClassificationHead, PatchClassifier, SegmentationHead, patch_majority_labels, segmentation_loss
+from viny.heads import CLSClassifier, PatchSupervised, Segmenter, patch_majority_labels, segmentation_loss
 from viny.metrics import SegmentationMeter
-from viny.model import ViNy, patch_tokens
+from viny.model import ViNy
 from viny.simmim import SimMIM, reconstruction_yardstick
 from viny.study import INTERMEDIATE_TASKS
 
 __all__ = ["heldout_images", "Segmenter", "CLSClassifier", "PatchSupervised", "patch_majority_labels", "make_task", "Task"]
-
-
-class Segmenter(nn.Module):
-    """Encoder + per-patch segmentation head: images -> ``[B, 3, H, W]`` logits."""
-
-    def __init__(self, encoder: ViNy, num_classes: int = 3):
-        super().__init__()
-        self.encoder = encoder
-        self.head = SegmentationHead(encoder.embed_dim, encoder.patch_size, num_classes, encoder.grid_size)
-
-    def forward(self, images):
-        return self.head(patch_tokens(self.encoder, images))
-
-
-class CLSClassifier(nn.Module):
-    """Encoder + Linear on the CLS output: images -> ``[B, num_classes]``."""
-
-    def __init__(self, encoder: ViNy, num_classes: int):
-        super().__init__()
-        self.encoder = encoder
-        self.head = ClassificationHead(encoder.embed_dim, num_classes)
-
-    def forward(self, images):
-        return self.head(self.encoder.forward_features(images)[:, 0])
-
-
-class PatchSupervised(nn.Module):
-    """Encoder + Linear on each patch token: images -> ``[B, L, num_classes]``."""
-
-    def __init__(self, encoder: ViNy, num_classes: int = 3):
-        super().__init__()
-        self.encoder = encoder
-        self.head = PatchClassifier(encoder.embed_dim, num_classes)
-
-    def forward(self, images):
-        return self.head(patch_tokens(self.encoder, images))
 
 
 def _gather(array: np.ndarray, idx: np.ndarray) -> torch.Tensor:

@@ -19,17 +19,19 @@ from safetensors.torch import load_file, safe_open, save_file
 from torch import nn
 
 import viny
+from viny.errors import VinyError
 from viny.files import atomic_path, atomic_write_json
+from viny.heads import Segmenter
+from viny.reference import ReferenceCheckpointError, load_reference_checkpoint
+from viny.simmim import SimMIM
 
-__all__ = ["save_weights", "load_weights", "read_metadata", "load_encoder", "load_simmim", "load_user_encoder", "model_spec"]
+__all__ = ["save_weights", "load_weights", "read_metadata", "load_encoder", "load_simmim", "load_user_encoder", "load_segmenter", "model_spec"]
 
 _META_KEY = "viny"
 
 
 def model_spec(model: nn.Module) -> dict:
     """``{"kind": "encoder"|"simmim", "model_args": {...}}`` for a ViNy or SimMIM model."""
-    from viny.simmim import SimMIM
-
     if isinstance(model, SimMIM):
         return {"kind": "simmim", "model_args": dict(model.encoder.model_args), "mask_ratio": model.mask_ratio}
     if isinstance(model, viny.ViNy):
@@ -91,8 +93,6 @@ def load_encoder(path: str | os.PathLike, **model_kwargs) -> "viny.ViNy":
 
 def load_simmim(path: str | os.PathLike):
     """Rebuild a SimMIM model saved by :func:`save_weights`."""
-    from viny.simmim import SimMIM
-
     sd, meta = load_weights(path)
     if meta.get("kind") != "simmim":
         raise ValueError(f"{path} holds a {meta.get('kind', 'unknown')!r} model, not a SimMIM one")
@@ -114,10 +114,6 @@ def load_user_encoder(path: str | os.PathLike, option: str = "--init-from") -> "
     encoder part) or an authors' ``.pth`` (encoder or ``mim_*``). Anything else raises a
     :class:`~viny.errors.VinyError` naming ``option``, the file and what it is not.
     Nothing is ever unpickled beyond tensors (``torch.load(weights_only=True)``)."""
-    from viny.errors import VinyError
-    from viny.reference import ReferenceCheckpointError, load_reference_checkpoint
-    from viny.simmim import SimMIM
-
     path = Path(path).expanduser()
     what = "a viny .safetensors weights file or an authors' .pth checkpoint"
     if not path.is_file():
@@ -140,3 +136,19 @@ def load_user_encoder(path: str | os.PathLike, option: str = "--init-from") -> "
     enc = model.encoder if isinstance(model, SimMIM) else model
     enc.reset_classifier(0)
     return enc
+
+
+def load_segmenter(path: str | os.PathLike) -> tuple["torch.nn.Module", dict]:
+    """The encoder + segmentation head saved by a finetune run, with its metadata."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "model.safetensors"
+    try:
+        sd, meta = load_weights(path)
+    except (FileNotFoundError, ValueError) as e:
+        raise VinyError(str(e)) from None
+    if meta.get("kind") != "segmenter":
+        raise VinyError(f"{path} holds a {meta.get('kind', 'unknown')!r} model, not a fine-tuned segmenter; pass a finetune run folder")
+    model = Segmenter(viny.ViNy(**meta["model_args"]))
+    model.load_state_dict(sd, strict=True)
+    return model, meta
