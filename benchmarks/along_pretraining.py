@@ -20,7 +20,8 @@ from pathlib import Path
 from viny.config import make_config
 from viny.data import augment as A
 from viny.diagnostics import diagnostic_images
-from viny.selection import downstream_along_pretraining, label_free_scores, selection_summary
+from viny.figures import pretraining_curve, selection_chart
+from viny.selection import downstream_along_pretraining, label_free_scores, selection_summary, selection_verdicts
 from viny.tasks import heldout_images
 
 
@@ -54,6 +55,12 @@ def main() -> None:
     sel = pd.concat([selection_summary(scores, down, n) for n in args.sizes], ignore_index=True)
     sel.to_csv(out / "selection.csv", index=False)
     print(sel.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    verdicts = pd.concat([selection_verdicts(scores, down, n) for n in args.sizes], ignore_index=True)
+    verdicts.to_csv(out / "verdicts.csv", index=False)
+    for r in verdicts.itertuples():
+        print(f"- {r.claim}: {r.verdict} ({r.evidence})")
+    pretraining_curve(down).save(str(out / "pretraining_curve.png"))
+    selection_chart(scores, down, args.sizes[0]).save(str(out / "selection.png"))
 
 
 if __name__ == "__main__":

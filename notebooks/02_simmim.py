@@ -113,6 +113,22 @@ if curve_run:
 else:
     print("no curve_run given: pass a pre-training run folder with encoder snapshots to draw the curve")
 
+# %% [markdown]
+# ## Label-free checkpoint selection (DSE)
+# The same snapshots scored without labels: does DSE (adaptive lambda) pick the one that
+# segments best, better than taking the last one or than effective rank?
+
+# %%
+from viny.diagnostics import diagnostic_images
+from viny.figures import selection_chart
+from viny.selection import label_free_scores, selection_verdicts
+
+if curve_run:
+    scores = label_free_scores(curve_run, diagnostic_images(pets, 600, size=size), held)
+    scores.to_csv(out / FILES["selection_scores"], index=False)
+    display(selection_chart(scores, runs, curve_sizes[0]))
+    display(pd.concat([selection_verdicts(scores, runs, n) for n in curve_sizes], ignore_index=True))
+
 # %%
 write_json(out / "metrics.json", {"pretrain_images": pretrain_images, "epochs": epochs, "encoder_source": describe_encoder(encoder_path),
                                    **results, **{f"yardstick_{k}": v for k, v in yardstick.items()}})

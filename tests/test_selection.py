@@ -48,3 +48,22 @@ def test_viny_select_writes_the_chosen_snapshot_with_a_card(tmp_path, capsys):
     assert meta["selected_by"] == "dse" and meta["selected_epoch"] in (1, 2, 3)
     assert load_encoder(chosen).pos_embed.shape[-1] == 32
     assert "Snapshot chosen by DSE" in chosen.with_suffix(".md").read_text()
+
+
+def test_selection_verdicts_and_chart():
+    from viny.figures import selection_chart
+    from viny.selection import selection_verdicts
+
+    scores = pd.DataFrame({"epoch": [10, 20, 30], "dse": [0.1, 0.9, 0.5], "effective_rank": [3.0, 2.0, 1.0],
+                           "reconstruction_ratio": [1.0, 0.9, 0.8], "probe_accuracy": [0.5, 0.6, 0.7]})
+    # three seeds; epoch 20 is best on every seed by 3-5 points
+    rows = []
+    for seed, (a, b, c) in enumerate([(0.30, 0.35, 0.31), (0.31, 0.34, 0.30), (0.29, 0.35, 0.31)]):
+        rows += [{"epoch": e, "train_size": 100, "seed": seed, "miou": v} for e, v in ((10, a), (20, b), (30, c))]
+    down = pd.DataFrame(rows)
+    v = selection_verdicts(scores, down, 100).set_index("claim")
+    assert v.loc["DSE picks a better checkpoint than taking the last one", "verdict"] == "supported"
+    assert "DSE picks epoch 20, last picks 30" in v.loc["DSE picks a better checkpoint than taking the last one", "evidence"]
+    assert v.loc["DSE picks a better checkpoint than effective rank", "verdict"] == "supported"
+    spec = selection_chart(scores, down, 100).to_dict()
+    assert len(spec["vconcat"]) == 2

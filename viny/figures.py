@@ -21,7 +21,7 @@ import pandas as pd
 from PIL import Image, ImageDraw
 
 __all__ = [
-    "setup_charts", "TRIMAP_COLOURS", "colorize_trimap", "panel", "png_data_uri", "loss_curve", "miou_vs_size", "intermediate_delta", "pretraining_curve",
+    "setup_charts", "TRIMAP_COLOURS", "colorize_trimap", "panel", "png_data_uri", "loss_curve", "miou_vs_size", "intermediate_delta", "pretraining_curve", "selection_chart",
     "cosine_chart", "heatmap_explorer", "to_uint8",
 ]
 
@@ -214,6 +214,33 @@ def pretraining_curve(runs: pd.DataFrame, metric: str = "miou") -> alt.LayerChar
         layers.append(alt.Chart(rand).mark_rule(strokeDash=[5, 4]).encode(y="mean:Q", color=colour,
                                                                            tooltip=["train_size", alt.Tooltip("mean:Q", format=".2f")]))
     return alt.layer(*layers).properties(width=420, height=280, title="Downstream mIoU along pre-training (dashed: random init)")
+
+
+def selection_chart(scores: pd.DataFrame, downstream: pd.DataFrame, train_size: int, metric: str = "miou") -> alt.VConcatChart:
+    """Label-free checkpoint selection along pre-training: downstream ``metric`` at
+    ``train_size`` (mean over seeds) above, each label-free score (min-max scaled) below,
+    against the pre-training epoch; a ring marks the epoch each score picks."""
+    from viny.selection import SCORES, _score_series, choose
+
+    d = downstream[(downstream["train_size"] == train_size) & (downstream["epoch"] > 0)]
+    truth = (d.groupby("epoch")[metric].mean() * 100).rename("mean").reset_index()
+    rows, picks = [], []
+    for name in ("dse", "effective_rank", "reconstruction"):
+        sc = _score_series(scores, name).dropna()
+        if len(sc) < 2:
+            continue
+        span = sc.max() - sc.min()
+        for e, v in sc.items():
+            rows.append({"epoch": int(e), "score": SCORES[name], "scaled": (v - sc.min()) / span if span else 0.5})
+        picks.append({"epoch": choose(sc), "score": SCORES[name]})
+    top = alt.Chart(truth).mark_line(point=True, color="black").encode(
+        x=alt.X("epoch:Q", title="pre-training epoch"), y=alt.Y("mean:Q", title=f"{metric} (%) at {train_size} images", scale=alt.Scale(zero=False)),
+        tooltip=["epoch", alt.Tooltip("mean:Q", format=".2f")]).properties(width=420, height=160, title="Downstream mIoU and label-free scores")
+    sdf, pdf = pd.DataFrame(rows), pd.DataFrame(picks).merge(pd.DataFrame(rows), on=["epoch", "score"])
+    colour = alt.Color("score:N", legend=alt.Legend(orient="bottom", labelLimit=300, symbolOpacity=1))
+    lines = alt.Chart(sdf).mark_line(point=True).encode(x="epoch:Q", y=alt.Y("scaled:Q", title="score (scaled 0-1)"), color=colour)
+    rings = alt.Chart(pdf).mark_point(size=250, shape="circle", filled=False, strokeWidth=2).encode(x="epoch:Q", y="scaled:Q", color=colour)
+    return alt.vconcat(top, (lines + rings).properties(width=420, height=160))
 
 
 def cosine_chart(cosine: pd.DataFrame) -> alt.LayerChart:

@@ -213,10 +213,25 @@ def _pretraining_sections(table: pd.DataFrame, charts: dict) -> list[str]:
     if curve is not None:
         from viny.figures import pretraining_curve
 
-        charts["pretraining_curve"] = pretraining_curve(pd.read_csv(curve)).to_dict()
+        runs = pd.read_csv(curve)
+        charts["pretraining_curve"] = pretraining_curve(runs).to_dict()
         sections.append("<h2>When does pre-training start to pay?</h2><div id='pretraining_curve' class='chart'></div>"
                         "<p class='note'>Dataset-level mIoU on the held-out images after fine-tuning from snapshots along one "
                         "pre-training run; bars: 95 % t interval over seeds; dashed: random init.</p>")
+        scores_file = curve.parent / FILES["selection_scores"]
+        if scores_file.is_file():
+            from viny.figures import selection_chart
+            from viny.selection import selection_verdicts
+
+            scores = pd.read_csv(scores_file)
+            size = int(runs["train_size"].min())
+            charts["selection"] = selection_chart(scores, runs, size).to_dict()
+            verdicts = pd.concat([selection_verdicts(scores, runs, int(n)) for n in sorted(runs["train_size"].unique())], ignore_index=True)
+            rows = "".join(f"<tr><td>{html.escape(r.claim)}</td><td class='{r.verdict}'>{r.verdict}</td><td>{html.escape(r.evidence)}</td></tr>"
+                           for r in verdicts.itertuples())
+            sections.append("<h2>Label-free checkpoint selection (DSE)</h2><div id='selection' class='chart'></div>"
+                            "<p class='note'>The same snapshots scored without labels; rings: the epoch each score picks.</p>"
+                            f"<table class='text'><tr><th>claim</th><th>verdict</th><th>evidence</th></tr>{rows}</table>")
     if len(sim_rows):
         r = sim_rows.iloc[0]
         yard = (f" Held-out reconstruction: L1 {r['yardstick_l1']:.3f} = {r['yardstick_ratio']:.2f} x the mean-colour predictor's."

@@ -30,7 +30,7 @@ import torch
 from viny.errors import VinyError
 
 __all__ = ["snapshots", "label_free_scores", "downstream_along_pretraining", "kendall_tau_interval", "choose", "selection_summary",
-           "SCORES", "select_snapshot"]
+           "selection_verdicts", "SCORES", "select_snapshot"]
 
 # label-free scores (higher = predicted better), and the reference that uses labels
 SCORES = {"dse": "DSE (adaptive lambda)", "effective_rank": "effective rank (RankMe)", "reconstruction": "-(held-out reconstruction ratio)",
@@ -153,6 +153,44 @@ def selection_summary(scores: pd.DataFrame, downstream: pd.DataFrame, train_size
         rows.append({"score": name, "label": SCORES.get(name, "held-out patch probe (uses labels)"), "train_size": train_size,
                      "tau": iv["tau"], "tau_lo": iv["lo"], "tau_hi": iv["hi"], "snapshots": iv["n"], "picks_epoch": pick,
                      "miou_of_pick": truth[pick], "best_epoch": int(truth.idxmax()), "regret": truth[pick] - truth.max()})
+    return pd.DataFrame(rows)
+
+
+def selection_verdicts(scores: pd.DataFrame, downstream: pd.DataFrame, train_size: int, metric: str = "miou") -> pd.DataFrame:
+    """The label-free selection question as computed verdicts (``claim, verdict, evidence``):
+    does DSE pick a checkpoint that segments better than the last one, and better than
+    effective rank's pick (paired by fine-tuning seed: 95 % t interval of the mIoU
+    difference), and does DSE rank the checkpoints like mIoU (Kendall's tau interval)?"""
+    from viny.stats import paired_difference
+
+    d = downstream[(downstream["train_size"] == train_size) & (downstream["epoch"] > 0)]
+    per_seed = d.pivot_table(index="seed", columns="epoch", values=metric) * 100
+    summary = selection_summary(scores, downstream, train_size, metric).set_index("score")
+
+    def verdict(iv):
+        if iv["lo"] != iv["lo"]:
+            return "inconclusive"
+        return "supported" if iv["lo"] > 0 else "contradicted" if iv["hi"] < 0 else "inconclusive"
+
+    def fmt(iv):
+        return f"{iv['mean']:+.2f} [{iv['lo']:+.2f}, {iv['hi']:+.2f}] (n={iv['n']})" if iv["lo"] == iv["lo"] else f"{iv['mean']:+.2f} (n={iv['n']})"
+
+    rows = []
+    if "dse" in summary.index:
+        pick = int(summary.loc["dse", "picks_epoch"])
+        for other, claim in (("last", "DSE picks a better checkpoint than taking the last one"),
+                             ("effective_rank", "DSE picks a better checkpoint than effective rank")):
+            if other in summary.index:
+                o = int(summary.loc[other, "picks_epoch"])
+                iv = paired_difference(per_seed[pick], per_seed[o])
+                rows.append({"claim": claim, "verdict": verdict(iv) if pick != o else "inconclusive",
+                             "evidence": f"at {train_size} fine-tuning images, DSE picks epoch {pick}, {other} picks {o}: "
+                                         f"mIoU difference {fmt(iv)} points over seeds"})
+        t = summary.loc["dse"]
+        iv = {"mean": t["tau"], "lo": t["tau_lo"], "hi": t["tau_hi"], "n": int(t["snapshots"])}
+        rows.append({"claim": "DSE ranks the checkpoints like downstream mIoU", "verdict": verdict(iv),
+                     "evidence": f"Kendall's tau {t['tau']:+.2f}, bootstrap 95 % interval [{t['tau_lo']:+.2f}, {t['tau_hi']:+.2f}] over "
+                                 f"{int(t['snapshots'])} snapshots; regret of its pick {t['regret']:+.2f} points"})
     return pd.DataFrame(rows)
 
 

@@ -22,6 +22,7 @@ FILES = {
     "results": "results.parquet",  # the grid's joined table
     "reconstructions": "reconstructions.png",  # 02_simmim
     "pretraining_curve": "pretraining_curve.csv",  # 02_simmim: mIoU along pre-training
+    "selection_scores": "selection_scores.csv",  # 02_simmim: label-free scores of the same snapshots
     "segmentation": "segmentation.png",  # 04_finetune
     "geometry": "geometry.csv",  # 05_geometry: Table 2 per encoder and layer
     "cosine": "cosine.csv",  # 05_geometry: Fig. 5
