@@ -1,0 +1,31 @@
+"""The SimMIM notebook's curve along pre-training and its DSE selection, end to end on a tiny run."""
+
+from pathlib import Path
+
+import jupytext
+import papermill as pm
+
+import viny.train as T
+from viny.config import make_config
+
+NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "02_simmim.py"
+
+
+def test_simmim_notebook_draws_the_curve_and_the_selection(tmp_path):
+    run = tmp_path / "pre"
+    T.train(make_config("pretrain", model="viny_test", epochs=2, num_images=32, batch_size=16, save_encoder_every=1, precision="fp32"),
+            run, progress=False)
+    out = tmp_path / "cell"
+    pm.execute_notebook(jupytext.read(NOTEBOOK), str(tmp_path / "out.ipynb"), kernel_name="python3", language="python", progress_bar=False,
+                        cwd=str(NOTEBOOK.parent), parameters={
+                            "model": "viny_test", "pretrain_images": 32, "epochs": 1, "pretrain_source": "train", "show_images": 2,
+                            "curve_run": str(run), "curve_sizes": [16], "curve_seeds": 2, "curve_epochs": 1, "test_size": 32,
+                            "store_dir": str(tmp_path / "store"), "output_dir": str(out)})
+    import pandas as pd
+
+    curve = pd.read_csv(out / "pretraining_curve.csv")
+    assert sorted(curve["epoch"].unique()) == [0, 1, 2] and len(curve) == 6  # random init + 2 snapshots, x 2 seeds
+    scores = pd.read_csv(out / "selection_scores.csv")
+    assert list(scores["epoch"]) == [1, 2] and scores["dse"].notna().all() and scores["reconstruction_ratio"].notna().all()
+    nb = (tmp_path / "out.ipynb").read_text()
+    assert "DSE picks" in nb and "ratio to the mean-colour predictor" in nb
