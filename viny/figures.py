@@ -149,12 +149,24 @@ def miou_vs_size(results: pd.DataFrame, metric: str = "miou") -> alt.LayerChart:
     base = alt.Chart(agg).encode(x=_size_axis(agg["train_size"]))
     colour = dict(sort=order, title="pre-training images", legend=alt.Legend(labelLimit=300, symbolOpacity=1))
     band = base.mark_area(opacity=0.15).encode(y="lo:Q", y2="hi:Q", color=alt.Color("pretrain:N", **colour))
+    # the paper's curves (Tables 1 and A2, per-image protocol) where its fine-tuning sizes fall in this axis
+    from viny.paper import segmentation_table
+
+    lo, hi = agg["train_size"].min() / 1.15, agg["train_size"].max() * 1.15
+    ref = segmentation_table()
+    ref = ref[(ref["intermediate"] == "none") & ref["train_size"].between(lo, hi)].copy()
+    ref["paper"] = ref["pretrain_images"].map(lambda n: "paper, no pre-training" if n == 0 else f"paper, {int(n) // 1000}k pre-training")
+    paper = alt.Chart(ref).mark_line(point=alt.OverlayMarkDef(shape="diamond", size=50, color="grey"), strokeDash=[5, 3], color="grey", clip=True).encode(
+        x="train_size:Q", y="miou:Q", detail="paper:N",
+        tooltip=["paper", "train_size", alt.Tooltip("miou:Q", title="paper mIoU (per-image, %)")])
     line = base.mark_line(point=True).encode(
         color=alt.Color("pretrain:N", **colour),
         y=alt.Y("mean:Q", title=f"{metric} (%)", scale=alt.Scale(zero=False)),
         tooltip=["pretrain", "train_size", alt.Tooltip("mean:Q", format=".2f"), alt.Tooltip("std:Q", format=".2f"), "seeds"],
     )
-    return (band + line).properties(width=420, height=280, title="Segmentation mIoU vs fine-tuning data (Fig. 3)")
+    layers = [band, line] + ([paper] if len(ref) else [])
+    return alt.layer(*layers).properties(width=420, height=280, title=alt.Title(
+        "Segmentation mIoU vs fine-tuning data (Fig. 3)", subtitle="grey diamonds: the paper's Tables 1 / A2 (per-image mIoU)" if len(ref) else ""))
 
 
 def paired_deltas(results: pd.DataFrame, metric: str = "miou", treatment: str = "cls_intel") -> pd.DataFrame:
