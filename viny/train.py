@@ -128,7 +128,8 @@ def _check_writable(folder: Path) -> None:
 def remove_stale_temp_files(folder: Path) -> list[Path]:
     """Delete the ``.NAME.*.tmp`` files a killed atomic write left in a run folder (one
     process owns a run folder at a time: the grid's store locks it)."""
-    stale = [p for p in folder.rglob(".*.tmp") if p.is_file()] if folder.is_dir() else []
+    # only the run folder and its checkpoints/, never recursively: --out may be a folder holding other things
+    stale = [p for d in (folder, folder / "checkpoints") if d.is_dir() for p in d.glob(".*.tmp") if p.is_file()]
     for p in stale:
         with contextlib.suppress(FileNotFoundError):
             p.unlink()
