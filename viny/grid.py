@@ -208,7 +208,12 @@ def check_parameter(name: str, value, type_name: str, paths: bool = True) -> str
     (papermill's inferred type), or None when it can."""
     kinds = _TYPES.get(type_name)
     if kinds is not None and (not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds)):
-        return f"expected {type_name}, got {type(value).__name__}"
+        hint = ""
+        if type_name == "float" and isinstance(value, str):
+            with contextlib.suppress(ValueError):
+                float(value)
+                hint = f" (YAML reads {value} as text: write it with a dot, e.g. {float(value):.1e})"
+        return f"expected {type_name}, got {type(value).__name__}{hint}"
     allowed = _choices().get(name)
     if allowed and isinstance(value, str) and value not in allowed:
         return f"not one of {', '.join(map(str, allowed))}"
