@@ -161,19 +161,13 @@ def selection_verdicts(scores: pd.DataFrame, downstream: pd.DataFrame, train_siz
     does DSE pick a checkpoint that segments better than the last one, and better than
     effective rank's pick (paired by fine-tuning seed: 95 % t interval of the mIoU
     difference), and does DSE rank the checkpoints like mIoU (Kendall's tau interval)?"""
+    from viny.findings import _fmt as fmt
+    from viny.findings import _verdict as verdict
     from viny.stats import paired_difference
 
     d = downstream[(downstream["train_size"] == train_size) & (downstream["epoch"] > 0)]
     per_seed = d.pivot_table(index="seed", columns="epoch", values=metric) * 100
     summary = selection_summary(scores, downstream, train_size, metric).set_index("score")
-
-    def verdict(iv):
-        if iv["lo"] != iv["lo"]:
-            return "inconclusive"
-        return "supported" if iv["lo"] > 0 else "contradicted" if iv["hi"] < 0 else "inconclusive"
-
-    def fmt(iv):
-        return f"{iv['mean']:+.2f} [{iv['lo']:+.2f}, {iv['hi']:+.2f}] (n={iv['n']})" if iv["lo"] == iv["lo"] else f"{iv['mean']:+.2f} (n={iv['n']})"
 
     rows = []
     if "dse" in summary.index:
