@@ -3,6 +3,9 @@
     .venv/bin/python benchmarks/throughput.py [--steps 6] [--batch-size 64] [--precision fp32 bf16] [--compile]
 
 Prints images/s of
+* the fine-tuning step side by side: the authors' plain path, viny before the custom
+  attention and the kept allocator memory, each of them added, and torch.compile
+  (``--compile``), each as a multiple of the authors' path;
 * each phase's full training step (data gather + augmentation + forward + backward +
   AdamW step) on the shipped sample, for each precision asked for;
 * evaluation (no-grad forward of the segmenter);
@@ -30,7 +33,7 @@ from viny.config import make_config
 from viny.data import augment as A
 from viny.data.datasets import load_pets, sample_root
 from viny.data.images import load_rgb, resize_rgb
-from viny.device import resolve_device
+from viny.device import keep_freed_memory, resolve_device, resolve_precision
 from viny.speed import time_evaluation, time_train_step
 from viny.train import init_encoder
 
@@ -158,7 +161,7 @@ def time_data(n: int, batch: int) -> dict[str, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--steps", type=int, default=6)
+    ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--precision", nargs="+", default=["fp32", "bf16"])
     ap.add_argument("--device", default="auto")
@@ -169,31 +172,50 @@ def main() -> None:
     print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch_size}")
     if device.type == "cpu":
         print(cpu_description())
+    default_prec = resolve_precision("auto", device)
+    ft = {"train_size": 398, "test_size": 200}
+
+    def finetune_step(**kw) -> float:
+        return time_train_step("finetune", args.steps, args.batch_size, args.device, default_prec, **ft, **kw)
+
+    # Side by side, one run: the authors' path and viny before this change first, while
+    # glibc still returns freed blocks to the OS (as every process does by default) ...
+    rows = [("authors' plain path: fp32, PIL decode per step, plain-autograd attention", time_plain_finetune(args.steps, args.batch_size, device)),
+            (f"viny before: {default_prec}, cached data, plain-autograd attention", finetune_step(attn_impl="manual")),
+            ("  + custom attention (one head-major copy each way)", finetune_step(attn_impl="custom"))]
+    # ... then with freed memory kept in the process, as `viny` training runs now.
+    kept = device.type == "cpu" and keep_freed_memory()
+    if kept:
+        rows.append(("  + freed memory kept (viny's default now)", finetune_step()))
+        rows.append(("authors' plain path with freed memory kept", time_plain_finetune(args.steps, args.batch_size, device)))
+    fast = rows[3][1] if kept else rows[2][1]  # viny's default eager step
+    compile_note = ""
+    if args.compile:
+        timings: dict = {}
+        rows.append(("  + torch.compile (default for runs of >= 100k image-steps)", finetune_step(compile=True, timings=timings)))
+        saved = 1 / fast - 1 / rows[-1][1]  # seconds saved per image
+        compile_note = (f"torch.compile: compile {timings['warmup_seconds']:.0f} s, paid back after "
+                        + (f"{timings['warmup_seconds'] / saved:,.0f} image-steps" if saved > 0 else "never (no faster)"))
+    plain = rows[0][1]
+    print("fine-tuning step, images/s (x the authors' plain path):")
+    for name, rate in rows:
+        print(f"  {name:76s} {rate:8.1f}  ({rate / plain:.2f}x)")
+    if compile_note:
+        print("  " + compile_note)
+
     phases = {
         "pretrain (SimMIM)": ("pretrain", {"num_images": 1000}),
         "intermediate (CLS, Intel)": ("intermediate", {}),
-        "finetune (segmentation)": ("finetune", {"train_size": 398, "test_size": 200}),
+        "finetune (segmentation)": ("finetune", ft),
     }
     for prec in args.precision:
         for name, (phase, extra) in phases.items():
-            rate = time_train_step(phase, args.steps, args.batch_size, args.device, prec, **extra)
-            print(f"{prec:5s} train step  {name:28s} {rate:8.1f} images/s")
-        print(f"{prec:5s} evaluation  {'finetune (segmentation)':28s} {time_evaluation(args.steps, args.batch_size * 4, args.device, prec):8.1f} images/s")
-    from viny.device import resolve_precision
-
-    plain = time_plain_finetune(args.steps, args.batch_size, device)
-    default_prec = resolve_precision("auto", device)
-    fast = time_train_step("finetune", args.steps, args.batch_size, args.device, default_prec, **phases["finetune (segmentation)"][1])
-    print(f"plain (authors' path: fp32, PIL decode per step) finetune step {plain:8.1f} images/s")
-    print(f"viny default ({default_prec}, cached data)           finetune step {fast:8.1f} images/s  ({fast / plain:.2f}x)")
-    if args.compile:
-        timings: dict = {}
-        compiled = time_train_step("finetune", args.steps, args.batch_size, args.device, default_prec, compile=True, timings=timings,
-                                   **phases["finetune (segmentation)"][1])
-        saved = 1 / fast - 1 / compiled  # seconds saved per image
-        print(f"viny default + torch.compile                       finetune step {compiled:8.1f} images/s  ({compiled / plain:.2f}x); "
-              f"compile {timings['warmup_seconds']:.0f} s, paid back after "
-              + (f"{timings['warmup_seconds'] / saved:,.0f} image-steps" if saved > 0 else "never (no faster)"))
+            before = time_train_step(phase, args.steps, args.batch_size, args.device, prec, attn_impl="manual", **extra)
+            now = time_train_step(phase, args.steps, args.batch_size, args.device, prec, **extra)
+            print(f"{prec:5s} train step  {name:28s} {now:8.1f} images/s  (plain-autograd attention {before:7.1f}: {now / before:.2f}x)")
+        before = time_evaluation(args.steps, args.batch_size * 4, args.device, prec, attn_impl="manual")
+        now = time_evaluation(args.steps, args.batch_size * 4, args.device, prec)
+        print(f"{prec:5s} evaluation  {'finetune (segmentation)':28s} {now:8.1f} images/s  (plain-autograd attention {before:7.1f}: {now / before:.2f}x)")
     fpi = flops_per_image(device)
     peak = args.peak_tflops * 1e12 if device.type == "cuda" else cpu_peak_flops()
     print(f"model FLOPs per training image {fpi / 1e9:.2f} GFLOP; achieved {fpi * fast / 1e9:.0f} GFLOP/s; "

@@ -9,13 +9,16 @@
 # the work tree, with a checkpoint every epoch and a SimMIM snapshot every 10 epochs
 # (for the curve of downstream mIoU along pre-training and checkpoint selection). Rerun
 # the same command after a stop: finished runs are skipped, stopped ones resumed.
+# SIZES (default "2368 4734 9469") sets which runs, in which order, e.g.
+# SIZES="9469 4734 2368" to finish the largest first.
 # Then ship one with: .venv/bin/python -c "from viny.pretrained import export_pretrained; export_pretrained(RUN, NAME, commit=SHA)"
 set -euo pipefail
 DATA=${1:?usage: scripts/pretrain_shipped.sh DATA_ROOT [RUNS_DIR]}
 RUNS=${2:-$HOME/viny-runs/pretrain}
 EPOCHS=${EPOCHS:-100}
+SIZES=${SIZES:-2368 4734 9469}
 VINY="$(cd "$(dirname "$0")/.." && pwd)/.venv/bin/viny"
-for n in 2368 4734 9469; do
+for n in $SIZES; do
   out="$RUNS/simmim_${n}"
   if [ -f "$out/results.json" ]; then echo "done: $out"; continue; fi
   resume=(); [ -f "$out/state.pt" ] && resume=(--resume)

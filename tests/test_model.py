@@ -81,12 +81,58 @@ def test_fused_and_manual_attention_agree_in_fp32():
     assert torch.allclose(manual, fused, atol=1e-5, rtol=1e-5)
 
 
-def test_attention_auto_picks_manual_on_cpu():
+def test_attention_auto_picks_custom_on_cpu_and_manual_for_kept_weights():
     m = timm.create_model("viny_test")
-    assert m.blocks[0].attn.attn_impl == "auto"
-    assert not m.blocks[0].attn.use_fused(torch.zeros(1))
+    attn = m.blocks[0].attn
+    assert attn.attn_impl == "auto"
+    assert attn.kernel(torch.zeros(1)) == "custom"
+    attn.keep_weights = True  # a view that reads the softmax weights needs the plain path
+    assert attn.kernel(torch.zeros(1)) == "manual"
     with pytest.raises(ValueError, match="attn_impl"):
         timm.create_model("viny_test", attn_impl="flash")
+
+
+@pytest.mark.parametrize("model", ["viny_test", "viny"])
+def test_custom_attention_equals_plain_autograd_in_fp32(model):
+    """The hand-written backward computes the plain path's gradients: input, qkv weight
+    and every other parameter, to fp32 rounding."""
+    torch.manual_seed(0)
+    m = timm.create_model(model)
+    size = m.patch_embed.img_size[0]
+    x = torch.randn(3, 3, size, size)
+
+    def grads(impl):
+        m.zero_grad()
+        xi = x.clone().requires_grad_(True)
+        out = patch_tokens(m.set_attn_impl(impl), xi)
+        (out * torch.linspace(-1, 1, out.shape[-1])).sum().backward()
+        return out.detach(), xi.grad, [p.grad.clone() for p in m.parameters() if p.grad is not None]
+
+    out_m, gx_m, gp_m = grads("manual")
+    out_c, gx_c, gp_c = grads("custom")
+    assert torch.allclose(out_c, out_m, atol=1e-5, rtol=1e-5)
+    assert torch.allclose(gx_c, gx_m, atol=1e-5, rtol=1e-4)
+    assert len(gp_c) == len(gp_m)
+    for a, b in zip(gp_c, gp_m):
+        assert torch.allclose(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_custom_attention_under_bf16_autocast_matches_plain_and_keeps_fp32_grads():
+    torch.manual_seed(0)
+    m = timm.create_model("viny_test")
+    x = torch.randn(4, 3, 64, 64)
+
+    def run(impl):
+        m.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = patch_tokens(m.set_attn_impl(impl), x)
+        out.float().square().mean().backward()
+        return out.float().detach(), m.blocks[0].attn.qkv.weight.grad.clone()
+
+    (out_m, g_m), (out_c, g_c) = run("manual"), run("custom")
+    assert g_c.dtype == torch.float32
+    assert (out_c - out_m).abs().max() < 5e-2
+    assert (g_c - g_m).norm() / g_m.norm() < 2e-2
 
 
 def test_reference_init_matches_authors():
@@ -99,8 +145,8 @@ def test_reference_init_matches_authors():
 
 @pytest.mark.parametrize("dtype,tol", [("fp32", 1e-5), ("bf16", 5e-2)])
 def test_attention_kernels_train_alike(dtype, tol):
-    """The fast path changes speed, not science: a few training steps with the fused and
-    the plain attention kernel give the same losses (fp32: to rounding; bf16: within bf16 tolerance)."""
+    """The fast paths change speed, not science: a few training steps with the fused, the
+    custom and the plain attention kernel give the same losses (fp32: to rounding; bf16: within bf16 tolerance)."""
     from viny.heads import segmentation_loss
     from viny.tasks import Segmenter
 
@@ -121,6 +167,7 @@ def test_attention_kernels_train_alike(dtype, tol):
         return torch.tensor(losses)
 
     assert torch.allclose(run("manual"), run("fused"), atol=tol, rtol=tol)
+    assert torch.allclose(run("manual"), run("custom"), atol=tol, rtol=tol)
 
 
 def test_forward_intermediates_and_attention_weights():

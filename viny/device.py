@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import sys
 from functools import lru_cache
 
 import torch
 
-__all__ = ["resolve_device", "resolve_precision", "autocast", "cpu_has_bf16"]
+__all__ = ["resolve_device", "resolve_precision", "autocast", "cpu_has_bf16", "keep_freed_memory"]
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -44,3 +46,34 @@ def autocast(device: torch.device, precision: str):
     if precision == "bf16":
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+# glibc mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
+
+
+@lru_cache(maxsize=1)
+def keep_freed_memory() -> bool:
+    """Keep the memory that freed tensors leave in this process for the next step's tensors.
+
+    A training step frees and re-allocates the same large activations (a qkv projection
+    of a 64-image batch is 12.6 MB) every step. glibc serves blocks that large with
+    ``mmap`` and returns them to the OS on free, and trims the heap's free top, so each
+    step page-faults its activations in again: 10-15 thousand faults and 65-100 ms of
+    system time per fine-tuning step on a 2-core VM, a sixth of the step. Serving every
+    block from the heap and never trimming it keeps the pages: the process holds on to
+    its peak memory (what one step needs) until it exits. Training calls this; nothing
+    else does. No-op (False) off glibc.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int  # C ints: larger values would wrap
+    return all(mallopt(param, value) == 1 for param, value in (
+        (_M_MMAP_THRESHOLD, 1 << 30),  # blocks below 1 GiB come from the heap, not mmap
+        (_M_TRIM_THRESHOLD, 2**31 - 1),  # give the heap's free top back only past 2 GiB
+        (_M_TOP_PAD, 64 << 20),  # grow the heap in 64 MiB steps
+    ))

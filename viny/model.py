@@ -34,6 +34,8 @@ from timm.layers import Attention, PatchEmbed
 from timm.models import VisionTransformer
 from torch import nn
 
+from viny.attention import self_attention
+
 __all__ = [
     "VINY_ARGS",
     "VINY_TEST_ARGS",
@@ -45,7 +47,7 @@ __all__ = [
     "patch_tokens",
 ]
 
-AttnImpl = Literal["auto", "fused", "manual"]
+AttnImpl = Literal["auto", "fused", "manual", "custom"]
 
 # The paper's configuration (Sec. 2.1).
 VINY_ARGS: dict = dict(img_size=128, patch_size=16, embed_dim=128, depth=12, num_heads=8, head_dim=64, mlp_dim=512)
@@ -110,28 +112,39 @@ class ViNyAttention(Attention):
     from the token width (ViNy: 8 x 64 = 512 on 128-wide tokens), as in the authors' code.
 
     ``attn_impl`` picks the kernel: ``"fused"`` (``F.scaled_dot_product_attention``),
-    ``"manual"`` (matmul-softmax-matmul) or ``"auto"``: fused on CUDA, manual elsewhere
-    (on CPU under bf16 autocast the manual path is about 3x faster in the backward pass,
-    NOTES.md). Both compute the same function; fp32 results agree to rounding.
+    ``"manual"`` (matmul-softmax-matmul under plain autograd: the authors' path),
+    ``"custom"`` (:func:`viny.attention.self_attention`: the same matmul-softmax-matmul
+    with one head-major copy each way and a hand-written backward) or ``"auto"``: fused
+    on CUDA, custom elsewhere (on CPU under bf16 autocast SDPA's backward is about 3x
+    slower than matmul-softmax-matmul, NOTES.md). All compute the same function; fp32
+    results agree to rounding. Attention weights kept for a view, and attention dropout
+    in training, take the manual path.
     """
 
     def __init__(self, dim: int, num_heads: int, head_dim: int, attn_impl: AttnImpl = "auto", **kwargs):
         super().__init__(dim, num_heads=num_heads, attn_head_dim=head_dim, qkv_bias=False, proj_bias=True, **kwargs)
-        if attn_impl not in ("auto", "fused", "manual"):
-            raise ValueError(f"attn_impl must be 'auto', 'fused' or 'manual', got {attn_impl!r}")
+        if attn_impl not in AttnImpl.__args__:
+            raise ValueError(f"attn_impl must be one of {', '.join(map(repr, AttnImpl.__args__))}, got {attn_impl!r}")
         self.attn_impl = attn_impl
         self.keep_weights = False  # set by ViNy.attention_weights: keep the softmax weights of the next forward
         self.weights: torch.Tensor | None = None
 
-    def use_fused(self, x: torch.Tensor) -> bool:
-        return x.is_cuda if self.attn_impl == "auto" else self.attn_impl == "fused"
+    def kernel(self, x: torch.Tensor) -> str:
+        """The kernel this forward runs: ``fused``, ``manual`` or ``custom``."""
+        impl = ("fused" if x.is_cuda else "custom") if self.attn_impl == "auto" else self.attn_impl
+        if self.keep_weights or (impl == "custom" and self.training and self.attn_drop.p > 0):
+            return "manual"
+        return impl
 
     def forward(self, x: torch.Tensor, attn_mask=None, is_causal: bool = False) -> torch.Tensor:
         if attn_mask is not None or is_causal:
             raise NotImplementedError("ViNy attention takes no mask")
         b, n, _ = x.shape
+        kernel = self.kernel(x)
+        if kernel == "custom":
+            return self.proj_drop(self.proj(self_attention(x, self.qkv.weight, self.num_heads, self.head_dim, self.scale)))
         q, k, v = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
-        if self.use_fused(x) and not self.keep_weights:
+        if kernel == "fused":
             x = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop.p if self.training else 0.0)
         else:
             attn = ((q * self.scale) @ k.transpose(-2, -1)).softmax(dim=-1)

@@ -21,10 +21,11 @@ __all__ = ["time_train_step", "time_evaluation", "measure_rates", "grid_work", "
 
 
 def time_train_step(phase: str, steps: int = 3, batch_size: int = 64, device: str = "auto", precision: str = "auto",
-                    model: str = "viny", timings: dict | None = None, **options) -> float:
+                    model: str = "viny", timings: dict | None = None, attn_impl: str = "auto", **options) -> float:
     """Images/s of full training steps of ``phase`` (data gather, augmentation, forward,
     backward, AdamW) on the shipped sample, after one warm-up step (which compiles the
-    model when ``compile=True``; its seconds go to ``timings["warmup_seconds"]``)."""
+    model when ``compile=True``; its seconds go to ``timings["warmup_seconds"]``).
+    ``attn_impl`` picks the attention kernel (``ViNyAttention``)."""
     from viny.config import make_config
     from viny.device import autocast, resolve_device, resolve_precision
     from viny.tasks import make_task
@@ -35,7 +36,7 @@ def time_train_step(phase: str, steps: int = 3, batch_size: int = 64, device: st
     amp = autocast(dev, prec)
     cfg = make_config(phase, model=model, batch_size=batch_size, precision=prec, **options)
     task = make_task(cfg, progress=False)
-    net = task.build(init_encoder(cfg)).to(dev).train()
+    net = task.build(init_encoder(cfg).set_attn_impl(attn_impl)).to(dev).train()
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr)
     step_net = torch.compile(net, dynamic=False) if cfg.compile else net
     gen = torch.Generator().manual_seed(0)
@@ -59,7 +60,8 @@ def time_train_step(phase: str, steps: int = 3, batch_size: int = 64, device: st
     return steps * batch_size / (time.perf_counter() - t)
 
 
-def time_evaluation(repeats: int = 2, images: int = 256, device: str = "auto", precision: str = "auto", model: str = "viny") -> float:
+def time_evaluation(repeats: int = 2, images: int = 256, device: str = "auto", precision: str = "auto", model: str = "viny",
+                    attn_impl: str = "auto") -> float:
     """Images/s of the segmenter's evaluation forward (no grad) on held-out Pets images."""
     from viny.config import make_config
     from viny.device import autocast, resolve_device, resolve_precision
@@ -71,7 +73,7 @@ def time_evaluation(repeats: int = 2, images: int = 256, device: str = "auto", p
     amp = autocast(dev, prec)
     cfg = make_config("finetune", model=model, precision=prec, train_size=16, test_size=images, split="nested")
     task = make_task(cfg, progress=False)
-    net = task.build(init_encoder(cfg)).to(dev)
+    net = task.build(init_encoder(cfg).set_attn_impl(attn_impl)).to(dev)
     task.predict(net, task.test_index, dev, amp)
     t = time.perf_counter()
     for _ in range(repeats):
@@ -84,7 +86,12 @@ PHASE_OPTIONS = {"pretrain": {"num_images": 256}, "intermediate": {"num_images":
 
 
 def measure_rates(model: str = "viny", steps: int = 3, batch_size: int = 64, device: str = "auto", precision: str = "auto") -> dict[str, float]:
-    """Images per second of a training step of each phase, and of evaluation."""
+    """Images per second of a training step of each phase, and of evaluation, as training
+    runs them (on CPU with freed memory kept, :func:`viny.device.keep_freed_memory`)."""
+    from viny.device import keep_freed_memory, resolve_device
+
+    if resolve_device(device).type == "cpu":
+        keep_freed_memory()
     rates = {phase: time_train_step(phase, steps, batch_size, device, precision, model, **opts) for phase, opts in PHASE_OPTIONS.items()}
     rates["evaluate"] = time_evaluation(device=device, precision=precision, model=model)
     return rates

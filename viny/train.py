@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 
 import viny
 from viny.config import COMPILE_ABOVE, RUNTIME_OPTIONS, TrainConfig
-from viny.device import autocast, resolve_device, resolve_precision
+from viny.device import autocast, keep_freed_memory, resolve_device, resolve_precision
 from viny.errors import TrainingDiverged, VinyError
 from viny.files import atomic_path, atomic_write_json, atomic_write_text
 from viny.registry import create_encoder
@@ -182,6 +182,8 @@ def train(config: TrainConfig, out_dir: str | Path, resume: bool = False, progre
     device = resolve_device(config.device)
     precision = resolve_precision(config.precision, device)
     amp = autocast(device, precision)
+    if device.type == "cpu":
+        keep_freed_memory()
     task = make_task(config, progress)
     if len(task.train_index) == 0:
         raise VinyError("no training images")
