@@ -90,7 +90,7 @@ at commit {commit}, {done} of {len(table)} grid cells done.
     return dest
 
 
-def run_demo(out: str | Path | None = None, scale: str = "demo", executor: str = "local", jobs: int = 1, progress: bool = True,
+def run_demo(out: str | Path | None = None, scale: str = "demo", executor: str = "local", jobs: int = 2, progress: bool = True,
              data_root: str | Path | None = None, publish_to: str | Path | None = None, pretrain: bool = False) -> Path:
     """Run (or finish) the demo grid and build its report; returns the report's path.
 
