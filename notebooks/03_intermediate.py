@@ -25,6 +25,8 @@ pretrain_images: int = 9469  # 0: start from a random encoder
 pretrain_epochs: int = 25
 pretrain_source: str = "shipped"  # shipped (viny/pretrained: 2368, 4734 or 9469 images) or train (here)
 epochs: int = 10  # paper: 200 (Intel), 20 (diagnostic study)
+lr: float = 0.0008  # intermediate learning rate (Table A1)
+weight_decay: float = 0.0  # (Table A1)
 intermediate_images: int = 0  # 0: all training images of the task
 tasks: list = ["cls_intel", "spatial"]
 test_size: int = 200  # Pets images held out (Pets-based tasks train on the rest)
@@ -50,7 +52,7 @@ from viny.weights import load_encoder
 setup_charts()
 out = Path(output_dir) if output_dir else repo_runs("notebooks", "intermediate")
 store = Path(store_dir) if store_dir else repo_runs("notebooks", "store")
-options = {"epochs": epochs, "num_images": intermediate_images or None, "test_size": test_size}
+options = {"epochs": epochs, "lr": lr, "weight_decay": weight_decay, "num_images": intermediate_images or None, "test_size": test_size}
 common = dict(model=model, seed=seed, pretrain={"epochs": pretrain_epochs}, data_root=data_root or None, pretrain_source=pretrain_source)
 paths = {"pre-trained": upstream_encoder(store, pretrain_images, "none", **common)}
 for task in tasks:

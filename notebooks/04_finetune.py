@@ -32,6 +32,7 @@ test_size: int = 200
 split: str = "nested"  # nested (fixed test set) or paper (authors random_split, seed 42)
 epochs: int = 10  # paper: 100
 lr: float = 0.002  # fine-tuning learning rate (Table A1)
+weight_decay: float = 0.0001  # (Table A1)
 seed: int = 0
 upstream_seed: int = -1  # seed of the pre-training and intermediate runs (-1: the same as seed)
 precision: str = "auto"
@@ -58,7 +59,7 @@ upstream = dict(model=model, seed=seed if upstream_seed < 0 else upstream_seed, 
                 intermediate_options={"epochs": intermediate_epochs, "num_images": intermediate_images or None, "test_size": test_size},
                 data_root=data_root or None, pretrain_source=pretrain_source)
 encoder = upstream_encoder(store, pretrain_images, intermediate, **upstream)
-config = make_config("finetune", model=model, epochs=epochs, lr=lr, train_size=train_size, test_size=test_size, split=split,
+config = make_config("finetune", model=model, epochs=epochs, lr=lr, weight_decay=weight_decay, train_size=train_size, test_size=test_size, split=split,
                      seed=seed, init_from=encoder, precision=precision, data=data_root or None)
 run = run_in_store(config, out / "runs")
 results = load_json(run / "results.json")

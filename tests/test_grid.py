@@ -133,3 +133,21 @@ def test_grid_work_counts_shared_upstream_runs_once():
     assert staged.groupby("phase")["image_steps"].sum()["pretrain"] == (2368 + 4734 + 9469) * 25  # trained, each once
     est = estimate(work, {"pretrain": 100.0, "intermediate": 100.0, "finetune": 100.0, "evaluate": 1000.0}, kernel_seconds=5)
     assert est["seconds"].sum() == pytest.approx((by["intermediate"] + by["finetune"]) / 100 + by["evaluate"] / 1000 + 5 * 29)
+
+
+def test_grid_work_takes_left_out_parameters_from_the_notebook(tmp_path):
+    """A parameter the grid leaves out counts at the notebook's own default, read from its
+    parameters cell (04_finetune: epochs 10, test_size 200), not from a copy in speed."""
+    from pathlib import Path
+
+    from viny.grid import notebook_defaults
+    from viny.speed import grid_work
+
+    nb = Path(__file__).resolve().parents[1] / "notebooks" / "04_finetune.py"
+    defaults = notebook_defaults(nb)
+    assert defaults["epochs"] == 10 and defaults["test_size"] == 200 and defaults["intermediate"] == "none"
+    (tmp_path / "g.yaml").write_text(f"name: t\nout: out\nstudies:\n  finetune:\n    notebook: {nb}\n    axes: {{train_size: [100, 250]}}\n")
+    by = grid_work(load_grid(tmp_path / "g.yaml")).groupby("phase")["image_steps"].sum()
+    assert by["finetune"] == (100 + 250) * 10
+    assert by["evaluate"] == 2 * 200
+    assert "intermediate" not in by

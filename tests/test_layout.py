@@ -37,3 +37,24 @@ def test_no_import_cycles():
         if m not in state:
             visit(m, [m])
     assert "viny.registry" in mods and "viny.pretrained" not in mods["viny.model"]
+
+
+# the notebooks run at demo scale by default (README: why the CLI's and the notebooks'
+# defaults differ); every other parameter named like a config field has the config's default
+DEMO_SCALE = {"epochs", "train_size", "test_size", "split"}
+
+
+def test_notebook_parameters_named_like_config_fields_default_to_the_config():
+    import dataclasses
+
+    from viny.config import make_config
+    from viny.grid import notebook_defaults
+
+    root = Path(__file__).resolve().parents[1] / "notebooks"
+    for notebook, phase in (("02_simmim", "pretrain"), ("03_intermediate", "intermediate"), ("04_finetune", "finetune")):
+        config = dataclasses.asdict(make_config(phase))
+        defaults = notebook_defaults(root / f"{notebook}.py")
+        shared = {k for k in defaults if k in config} - DEMO_SCALE
+        assert {"model", "seed"} <= shared
+        assert {k: defaults[k] for k in shared} == {k: config[k] for k in shared}, notebook
+    assert {"lr", "weight_decay"} <= set(notebook_defaults(root / "04_finetune.py"))

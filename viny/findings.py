@@ -20,7 +20,7 @@ import pandas as pd
 from viny.stats import mean_interval, paired_difference
 from viny.study import FILES, GEOMETRY, INTERMEDIATE_TASKS, PRETRAINED, finetune_rows, study_rows
 
-__all__ = ["findings", "findings_markdown", "CLAIMS"]
+__all__ = ["findings", "findings_markdown", "CLAIMS", "interval_verdict", "format_interval"]
 
 CLAIMS = {
     "pretraining_small_data": "Pre-training helps most when fine-tuning data is small.",
@@ -36,7 +36,7 @@ CLAIMS = {
 SPATIAL_ENCODERS = tuple(INTERMEDIATE_TASKS[t].label for t in ("spatial", "spatial_intel"))
 
 
-def _verdict(iv: dict, positive_is_claim: bool = True) -> str:
+def interval_verdict(iv: dict, positive_is_claim: bool = True) -> str:
     lo, hi = iv["lo"], iv["hi"]
     if any(math.isnan(v) for v in (lo, hi)):
         return "inconclusive"
@@ -47,7 +47,7 @@ def _verdict(iv: dict, positive_is_claim: bool = True) -> str:
     return "inconclusive"
 
 
-def _fmt(iv: dict) -> str:
+def format_interval(iv: dict) -> str:
     if math.isnan(iv["lo"]):
         return f"{iv['mean']:+.2f} (n={iv['n']}, no interval)"
     return f"{iv['mean']:+.2f} [{iv['lo']:+.2f}, {iv['hi']:+.2f}] (n={iv['n']})"
@@ -73,15 +73,15 @@ def _pretraining_small_data(ft, metric):
     g_large = _miou(ft, p, "none", large, metric) - _miou(ft, 0, "none", large, metric)
     gain_small = mean_interval(g_small.dropna())
     diff = paired_difference(g_small, g_large)
-    if _verdict(gain_small) == "contradicted" or _verdict(diff) == "contradicted":
+    if interval_verdict(gain_small) == "contradicted" or interval_verdict(diff) == "contradicted":
         verdict = "contradicted"
-    elif _verdict(gain_small) == "supported" and _verdict(diff) == "supported":
+    elif interval_verdict(gain_small) == "supported" and interval_verdict(diff) == "supported":
         verdict = "supported"
     else:
         verdict = "inconclusive"
     return _row("pretraining_small_data", verdict,
-                f"gain from {p:,} pre-training images at {small} fine-tuning images: {_fmt(gain_small)} points; "
-                f"gain at {small} minus gain at {large}: {_fmt(diff)} points")
+                f"gain from {p:,} pre-training images at {small} fine-tuning images: {format_interval(gain_small)} points; "
+                f"gain at {small} minus gain at {large}: {format_interval(diff)} points")
 
 
 def _diminishing(ft, metric, axis: str, key: str):
@@ -105,13 +105,13 @@ def _diminishing(ft, metric, axis: str, key: str):
     first, last = slopes.iloc[:, 0], slopes.iloc[:, -1]
     gain = mean_interval(first.dropna())
     drop = paired_difference(last, first)  # negative = diminishing
-    if _verdict(gain) == "supported" and _verdict(drop, positive_is_claim=False) == "supported":
+    if interval_verdict(gain) == "supported" and interval_verdict(drop, positive_is_claim=False) == "supported":
         verdict = "supported"
-    elif _verdict(drop, positive_is_claim=False) == "contradicted":
+    elif interval_verdict(drop, positive_is_claim=False) == "contradicted":
         verdict = "contradicted"
     else:
         verdict = "inconclusive"
-    return _row(key, verdict, f"{what}: first gain per doubling {_fmt(gain)} points; last minus first {_fmt(drop)} points")
+    return _row(key, verdict, f"{what}: first gain per doubling {format_interval(gain)} points; last minus first {format_interval(drop)} points")
 
 
 def _cls_hurts(ft, metric):
@@ -134,8 +134,8 @@ def _cls_hurts(ft, metric):
     means = [c["mean"] for c in cell_ivs]
     epochs = sorted({int(v) for v in cells.get("intermediate_epochs", pd.Series(dtype=float)).dropna().unique()})
     stage = f"the CLS stage ({', '.join(map(str, epochs))} epochs)" if epochs else "the CLS stage"
-    return _row("cls_hurts", _verdict(iv, positive_is_claim=False),
-                f"change in {metric} from {stage}, averaged over {len(diffs)} cells: {_fmt(iv)} points; per cell "
+    return _row("cls_hurts", interval_verdict(iv, positive_is_claim=False),
+                f"change in {metric} from {stage}, averaged over {len(diffs)} cells: {format_interval(iv)} points; per cell "
                 f"{min(means):+.2f} to {max(means):+.2f}, {lower} significantly lower, {higher} significantly higher"), diffs
 
 
@@ -157,9 +157,9 @@ def _cls_where_pretraining_helps(ft, metric, diffs):
     best = max(gains, key=gains.get)
     worst = min(gains, key=gains.get)
     iv = paired_difference(harms[best], harms[worst])
-    return _row("cls_hurts_where_pretraining_helps", _verdict(iv),
+    return _row("cls_hurts_where_pretraining_helps", interval_verdict(iv),
                 f"drop where pre-training helps most {best} (gain {gains[best]:+.2f}) minus drop where it helps least {worst} "
-                f"(gain {gains[worst]:+.2f}): {_fmt(iv)} points")
+                f"(gain {gains[worst]:+.2f}): {format_interval(iv)} points")
 
 
 def _spatial_probe(table: pd.DataFrame, grid_dir: Path | None):
@@ -181,14 +181,14 @@ def _spatial_probe(table: pd.DataFrame, grid_dir: Path | None):
         return _row("spatial_probe", "inconclusive", "the geometry study lacks the spatial or the pre-trained encoder")
     diff = paired_difference(spatial, pre)
     if diff["n"] >= 2:
-        return _row("spatial_probe", _verdict(diff), f"held-out probe accuracy, {name} minus pre-trained: {_fmt(diff)} points over seeds")
+        return _row("spatial_probe", interval_verdict(diff), f"held-out probe accuracy, {name} minus pre-trained: {format_interval(diff)} points over seeds")
     # one seed: a binomial standard error over the held-out patches (patches are not independent: optimistic)
     n = float(g["probe_test_patches"].iloc[0]) if "probe_test_patches" in g else float("nan")
     p1, p0 = spatial.iloc[0] / 100, pre.iloc[0] / 100
     se = 100 * math.sqrt(p1 * (1 - p1) / n + p0 * (1 - p0) / n) if n == n else float("nan")
     iv = {"mean": diff["mean"], "lo": diff["mean"] - 1.96 * se, "hi": diff["mean"] + 1.96 * se, "n": 1}
-    return _row("spatial_probe", _verdict(iv),
-                f"held-out probe accuracy, {name} minus pre-trained: {_fmt(iv)} points (one seed; interval from the "
+    return _row("spatial_probe", interval_verdict(iv),
+                f"held-out probe accuracy, {name} minus pre-trained: {format_interval(iv)} points (one seed; interval from the "
                 f"{int(n) if n == n else '?'} held-out patches, which are not independent)")
 
 

@@ -31,6 +31,7 @@ cell when the cluster has GPUs; connects to ``RAY_ADDRESS`` or starts a local cl
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import errno
 import hashlib
@@ -48,6 +49,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import yaml
@@ -116,6 +118,18 @@ def notebook_parameters(notebook: str | Path) -> dict[str, dict]:
     if not params:
         raise VinyError(f"notebook {nb} has no cell tagged 'parameters'")
     return params
+
+
+def notebook_defaults(notebook: str | Path) -> dict[str, Any]:
+    """The default value of each of the notebook's parameters (those written as Python
+    literals), read from its parameters cell: the one place they are written."""
+    out = {}
+    for name, rec in notebook_parameters(notebook).items():
+        try:
+            out[name] = ast.literal_eval(rec.get("default", ""))
+        except (ValueError, SyntaxError):
+            continue
+    return out
 
 
 def load_grid(path: str | Path, out: str | Path | None = None, check: bool = True, check_values: bool = True) -> Grid:

@@ -22,7 +22,12 @@ import altair as alt
 import pandas as pd
 
 from viny.errors import VinyError
+from viny.figures import cosine_chart, heatmap_explorer, intermediate_delta, miou_vs_size, pretraining_curve, selection_chart
 from viny.files import atomic_write_text
+from viny.findings import findings
+from viny.grid import load_grid
+from viny.paper import comparison_table, diagnostics_table
+from viny.selection import selection_verdicts
 from viny.study import FILES, GEOMETRY, SIMMIM, finetune_rows, study_rows
 
 __all__ = ["build_report"]
@@ -108,7 +113,6 @@ def _header_section(grid: Path, table: pd.DataFrame, ft: pd.DataFrame, data_labe
 def _findings_section(grid: Path, table: pd.DataFrame) -> list[str]:
     """The computed verdicts on the paper's claims."""
     sections: list[str] = []
-    from viny.findings import findings
 
     verdicts = findings(table, grid)
     rows = "".join(f"<tr><td>{html.escape(r.statement)}</td><td class='{r.verdict}'>{r.verdict}</td><td>{html.escape(r.evidence)}</td></tr>"
@@ -138,8 +142,6 @@ def _encoders_section(ft: pd.DataFrame) -> list[str]:
 def _finetune_sections(ft: pd.DataFrame, charts: dict) -> list[str]:
     """Figs. 3 and 4, the table beside the paper's, segmentation examples."""
     sections: list[str] = []
-    from viny.figures import intermediate_delta, miou_vs_size
-    from viny.paper import comparison_table
 
     if len(ft):
         charts["fig3"] = miou_vs_size(ft).to_dict()
@@ -169,8 +171,6 @@ def _finetune_sections(ft: pd.DataFrame, charts: dict) -> list[str]:
 def _geometry_sections(geo_rows: pd.DataFrame, charts: dict) -> list[str]:
     """Table 2, probe by block, Figs. 5 and 6."""
     sections: list[str] = []
-    from viny.figures import cosine_chart, heatmap_explorer
-    from viny.paper import diagnostics_table
 
     if len(geo_rows):
         gdir = Path(geo_rows.iloc[0]["output_dir"])
@@ -211,7 +211,6 @@ def _pretraining_sections(table: pd.DataFrame, charts: dict) -> list[str]:
     curve = next((Path(d) / FILES["pretraining_curve"] for d in sim_rows.get("output_dir", [])
                   if (Path(d) / FILES["pretraining_curve"]).is_file()), None)
     if curve is not None:
-        from viny.figures import pretraining_curve
 
         runs = pd.read_csv(curve)
         charts["pretraining_curve"] = pretraining_curve(runs).to_dict()
@@ -220,8 +219,6 @@ def _pretraining_sections(table: pd.DataFrame, charts: dict) -> list[str]:
                         "pre-training run; bars: 95 % t interval over seeds; dashed: random init.</p>")
         scores_file = curve.parent / FILES["selection_scores"]
         if scores_file.is_file():
-            from viny.figures import selection_chart
-            from viny.selection import selection_verdicts
 
             scores = pd.read_csv(scores_file)
             size = int(runs["train_size"].min())
@@ -270,7 +267,6 @@ def build_report(grid: str | Path, out: str | Path | None = None, data_label: st
 
     grid = Path(grid)
     if grid.is_file():
-        from viny.grid import load_grid
 
         grid = load_grid(grid, check=False).out
     results = grid / FILES["results"]

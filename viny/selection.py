@@ -27,7 +27,15 @@ import numpy as np
 import pandas as pd
 import torch
 
+from viny.config import make_config
+from viny.diagnostics import diagnose, kendall_tau, layer_tokens
 from viny.errors import VinyError
+from viny.findings import format_interval, interval_verdict
+from viny.geometry import dse_scores, effective_rank
+from viny.simmim import reconstruction_yardstick
+from viny.stats import paired_difference
+from viny.train import train
+from viny.weights import load_encoder, load_simmim, load_weights, read_metadata, save_weights
 
 __all__ = ["snapshots", "label_free_scores", "downstream_along_pretraining", "kendall_tau_interval", "choose", "selection_summary",
            "selection_verdicts", "SCORES", "select_snapshot"]
@@ -53,10 +61,6 @@ def label_free_scores(run_dir: str | Path, data, heldout: torch.Tensor | None = 
     """One row per snapshot: ``epoch``, DSE parts and ``dse`` (adaptive lambda across the
     snapshots), ``effective_rank`` (of up to 4,096 patch tokens), ``probe_accuracy`` (uses
     labels: reference only) and, with ``heldout`` (normalised images), ``reconstruction_ratio``."""
-    from viny.diagnostics import diagnose, layer_tokens
-    from viny.geometry import dse_scores, effective_rank
-    from viny.simmim import reconstruction_yardstick
-    from viny.weights import load_encoder, load_simmim, read_metadata
 
     rows = []
     for epoch, path in snapshots(run_dir, every):
@@ -82,8 +86,6 @@ def downstream_along_pretraining(run_dir: str | Path, out_dir: str | Path, train
     one row per run with ``epoch`` (0: random init), ``train_size``, ``seed`` and the scores.
     ``finetune`` holds the fine-tuning options (e.g. ``epochs``, ``data``, ``test_size``,
     ``split``). Runs are kept in ``out_dir`` and reused, so the call can be repeated."""
-    from viny.config import make_config
-    from viny.train import train
 
     starts = ([(0, None)] if random_init else []) + [(e, str(p)) for e, p in snapshots(run_dir, every)]
     rows = []
@@ -103,7 +105,6 @@ def downstream_along_pretraining(run_dir: str | Path, out_dir: str | Path, train
 def kendall_tau_interval(x: Sequence[float], y: Sequence[float], n_boot: int = 2000, seed: int = 0) -> dict[str, float]:
     """Kendall's tau-b of ``x`` and ``y`` with a 95 % percentile bootstrap interval over the
     pairs (resampled with replacement; resamples with fewer than 3 distinct pairs skipped)."""
-    from viny.diagnostics import kendall_tau
 
     x, y = np.asarray(x, float), np.asarray(y, float)
     tau = kendall_tau(x, y)
@@ -161,9 +162,6 @@ def selection_verdicts(scores: pd.DataFrame, downstream: pd.DataFrame, train_siz
     does DSE pick a checkpoint that segments better than the last one, and better than
     effective rank's pick (paired by fine-tuning seed: 95 % t interval of the mIoU
     difference), and does DSE rank the checkpoints like mIoU (Kendall's tau interval)?"""
-    from viny.findings import _fmt as fmt
-    from viny.findings import _verdict as verdict
-    from viny.stats import paired_difference
 
     d = downstream[(downstream["train_size"] == train_size) & (downstream["epoch"] > 0)]
     per_seed = d.pivot_table(index="seed", columns="epoch", values=metric) * 100
@@ -177,12 +175,12 @@ def selection_verdicts(scores: pd.DataFrame, downstream: pd.DataFrame, train_siz
             if other in summary.index:
                 o = int(summary.loc[other, "picks_epoch"])
                 iv = paired_difference(per_seed[pick], per_seed[o])
-                rows.append({"claim": claim, "verdict": verdict(iv) if pick != o else "inconclusive",
+                rows.append({"claim": claim, "verdict": interval_verdict(iv) if pick != o else "inconclusive",
                              "evidence": f"at {train_size} fine-tuning images, DSE picks epoch {pick}, {other} picks {o}: "
-                                         f"mIoU difference {fmt(iv)} points over seeds"})
+                                         f"mIoU difference {format_interval(iv)} points over seeds"})
         t = summary.loc["dse"]
         iv = {"mean": t["tau"], "lo": t["tau_lo"], "hi": t["tau_hi"], "n": int(t["snapshots"])}
-        rows.append({"claim": "DSE ranks the checkpoints like downstream mIoU", "verdict": verdict(iv),
+        rows.append({"claim": "DSE ranks the checkpoints like downstream mIoU", "verdict": interval_verdict(iv),
                      "evidence": f"Kendall's tau {t['tau']:+.2f}, bootstrap 95 % interval [{t['tau_lo']:+.2f}, {t['tau_hi']:+.2f}] over "
                                  f"{int(t['snapshots'])} snapshots; regret of its pick {t['regret']:+.2f} points"})
     return pd.DataFrame(rows)
@@ -191,7 +189,6 @@ def selection_verdicts(scores: pd.DataFrame, downstream: pd.DataFrame, train_siz
 def select_snapshot(run_dir: str | Path, by: str, data, heldout: torch.Tensor | None, out: str | Path, **kw) -> tuple[Path, pd.DataFrame]:
     """Score a run's snapshots label-free, pick one ``by`` a score, and write it to ``out``
     (a ``.safetensors`` with JSON sidecar and a ``.md`` card); returns ``(out, scores)``."""
-    from viny.weights import load_weights, save_weights
 
     if by not in SCORES:
         raise VinyError(f"--by {by!r}: use one of {', '.join(SCORES)}")

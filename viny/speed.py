@@ -15,7 +15,14 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from viny.config import make_config
+from viny.data.datasets import sample_root
+from viny.data.images import IMAGE_EXTENSIONS
+from viny.device import autocast, keep_freed_memory, resolve_device, resolve_precision
+from viny.grid import expand, notebook_defaults
 from viny.study import INTERMEDIATE_TASKS
+from viny.tasks import make_task
+from viny.train import init_encoder
 
 __all__ = ["time_train_step", "time_evaluation", "measure_rates", "grid_work", "estimate"]
 
@@ -26,10 +33,6 @@ def time_train_step(phase: str, steps: int = 3, batch_size: int = 64, device: st
     backward, AdamW) on the shipped sample, after one warm-up step (which compiles the
     model when ``compile=True``; its seconds go to ``timings["warmup_seconds"]``).
     ``attn_impl`` picks the attention kernel (``ViNyAttention``)."""
-    from viny.config import make_config
-    from viny.device import autocast, resolve_device, resolve_precision
-    from viny.tasks import make_task
-    from viny.train import init_encoder
 
     dev = resolve_device(device)
     prec = resolve_precision(precision, dev)
@@ -63,10 +66,6 @@ def time_train_step(phase: str, steps: int = 3, batch_size: int = 64, device: st
 def time_evaluation(repeats: int = 2, images: int = 256, device: str = "auto", precision: str = "auto", model: str = "viny",
                     attn_impl: str = "auto") -> float:
     """Images/s of the segmenter's evaluation forward (no grad) on held-out Pets images."""
-    from viny.config import make_config
-    from viny.device import autocast, resolve_device, resolve_precision
-    from viny.tasks import make_task
-    from viny.train import init_encoder
 
     dev = resolve_device(device)
     prec = resolve_precision(precision, dev)
@@ -88,7 +87,6 @@ PHASE_OPTIONS = {"pretrain": {"num_images": 256}, "intermediate": {"num_images":
 def measure_rates(model: str = "viny", steps: int = 3, batch_size: int = 64, device: str = "auto", precision: str = "auto") -> dict[str, float]:
     """Images per second of a training step of each phase, and of evaluation, as training
     runs them (on CPU with freed memory kept, :func:`viny.device.keep_freed_memory`)."""
-    from viny.device import keep_freed_memory, resolve_device
 
     if resolve_device(device).type == "cpu":
         keep_freed_memory()
@@ -98,7 +96,6 @@ def measure_rates(model: str = "viny", steps: int = 3, batch_size: int = 64, dev
 
 
 def _count_images(folder: Path) -> int:
-    from viny.data.images import IMAGE_EXTENSIONS
 
     return sum(1 for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
 
@@ -107,7 +104,6 @@ FULL_SIZES = {"intel": 14_034, "pets": 7_349}  # the full data sets, when their 
 
 
 def _sizes(data_root: str | None) -> dict[str, int]:
-    from viny.data.datasets import sample_root
 
     root = Path(data_root) if data_root else sample_root()
     if not root.is_dir():
@@ -119,44 +115,48 @@ def _sizes(data_root: str | None) -> dict[str, int]:
 
 
 def grid_work(grid) -> pd.DataFrame:
-    """Image-steps per phase that ``grid`` needs, each distinct upstream run counted once."""
-    from viny.grid import expand
+    """Image-steps per phase that ``grid`` needs, each distinct upstream run counted once.
+
+    Every parameter a cell leaves out takes its notebook's default, read from the
+    notebook's parameters cell (:func:`viny.grid.notebook_defaults`), not copied here."""
 
     rows, upstream = [], set()
     size_cache: dict = {}
+    defaults: dict = {}
     for study, cells in expand(grid).items():
         for c in cells:
-            p = c.params
+            if c.notebook not in defaults:
+                defaults[c.notebook] = notebook_defaults(c.notebook)
+            p = {**defaults[c.notebook], **c.params}
             root = p.get("data_root") or None
             if root not in size_cache:
                 size_cache[root] = _sizes(root)
             sizes = size_cache[root]
             seed = p.get("seed", 0) if p.get("upstream_seed", -1) < 0 else p["upstream_seed"]
             pre = int(p.get("pretrain_images", 0) or 0)
-            pre_ep = p.get("pretrain_epochs", p.get("epochs", 0) if study == "simmim" else 0)
-            shipped = p.get("pretrain_source", "shipped") == "shipped"  # the notebooks' default
-            if pre and not shipped and ("pretrain", pre, pre_ep, seed) not in upstream:
+            pre_ep = p["epochs"] if study == "simmim" else p.get("pretrain_epochs", 0)
+            if pre and p.get("pretrain_source") == "train" and ("pretrain", pre, pre_ep, seed) not in upstream:
                 upstream.add(("pretrain", pre, pre_ep, seed))
                 rows.append({"study": study, "phase": "pretrain", "image_steps": pre * pre_ep})
             tasks = []
             if study == "finetune" and p.get("intermediate", "none") != "none":
                 tasks = [p["intermediate"]]
             elif study == "intermediate":
-                tasks = list(p.get("tasks", ["cls_intel", "spatial"]))
+                tasks = list(p["tasks"])
             elif study == "geometry":
-                tasks = list(p.get("intermediates", ["cls_intel", "cls_pets", "spatial", "spatial_intel"]))
-            ep = p.get("epochs" if study == "intermediate" else "intermediate_epochs", 10)
+                tasks = list(p["intermediates"])
+            ep = p["epochs"] if study == "intermediate" else p.get("intermediate_epochs", 0)
             for t in tasks:
-                n = p.get("intermediate_images") or (sizes["intel"] if INTERMEDIATE_TASKS[t].data == "intel" else sizes["pets"] - p.get("test_size", 200))
+                n = p.get("intermediate_images") or (sizes["intel"] if INTERMEDIATE_TASKS[t].data == "intel" else sizes["pets"] - p["test_size"])
                 key = ("intermediate", pre, pre_ep, t, ep, n, seed)
                 if key not in upstream:
                     upstream.add(key)
                     rows.append({"study": study, "phase": "intermediate", "image_steps": n * ep})
             if study == "finetune":
-                rows.append({"study": study, "phase": "finetune", "image_steps": p.get("train_size", 250) * p.get("epochs", 100)})
-                rows.append({"study": study, "phase": "evaluate", "image_steps": p.get("test_size", 1000)})
+                rows.append({"study": study, "phase": "finetune", "image_steps": p["train_size"] * p["epochs"]})
+                rows.append({"study": study, "phase": "evaluate", "image_steps": p["test_size"]})
             if study == "geometry":
-                n = min(p.get("num_images", 2000), sizes["pets"])
+                n = min(p["num_images"], sizes["pets"])
                 rows.append({"study": study, "phase": "evaluate", "image_steps": n * (len(tasks) + 2)})
             rows.append({"study": study, "phase": "kernel", "image_steps": 0})
     return pd.DataFrame(rows)

@@ -13,10 +13,18 @@ import numpy as np
 import pandas as pd
 import torch
 
+from viny.config import config_from_dict
 from viny.data import augment as A
+from viny.device import autocast
+from viny.diagnostics import layer_tokens
+from viny.evaluate import load_segmenter
 from viny.figures import colorize_trimap, panel, png_data_uri
+from viny.files import atomic_write_json
 from viny.geometry import reference_patches, similarity_map
+from viny.metrics import segmentation_scores
 from viny.model import ViNy
+from viny.simmim import reconstruction_panels
+from viny.tasks import FinetuneTask
 
 __all__ = [
     "repo_runs", "similarity_panel", "parameter_table", "patch_grid_image", "attention_maps", "reconstructions", "segmentation_examples",
@@ -39,7 +47,6 @@ def repo_runs(*parts: str) -> Path:
 
 
 def write_json(path: str | Path, obj) -> Path:
-    from viny.files import atomic_write_json
 
     atomic_write_json(path, obj)
     return Path(path)
@@ -85,7 +92,6 @@ def attention_maps(encoder: ViNy, image_u8: np.ndarray, block: int = -1) -> np.n
 @torch.no_grad()
 def reconstructions(model, images_u8: np.ndarray, seed: int = 0, normalize: bool = True) -> dict[str, np.ndarray]:
     """SimMIM original / masked / reconstructed images (uint8 ``[N, H, W, 3]``) with masks drawn from ``seed``."""
-    from viny.simmim import reconstruction_panels
 
     model = model.eval()
     x = A.to_float(torch.from_numpy(np.array(images_u8)))  # a copy: cached images are read-only memmaps
@@ -105,10 +111,6 @@ def reconstruction_figure(model, images_u8: np.ndarray, seed: int = 0, scale: in
 
 def segmentation_examples(run_dir: str | Path, n: int = 4, scale: int = 2):
     """Paper Fig. A1: test images, ground truth and prediction of a finetune run (PIL image)."""
-    from viny.config import config_from_dict
-    from viny.device import autocast
-    from viny.evaluate import load_segmenter
-    from viny.tasks import FinetuneTask
 
     model, meta = load_segmenter(run_dir)
     task = FinetuneTask(config_from_dict(meta["config"]), progress=False)
@@ -121,7 +123,6 @@ def segmentation_examples(run_dir: str | Path, n: int = 4, scale: int = 2):
     # each row's own score, written on its prediction
     from PIL import ImageDraw
 
-    from viny.metrics import segmentation_scores
 
     draw = ImageDraw.Draw(img)
     h, w, gap, top = images.shape[1] * scale, images.shape[2] * scale, 4, 14
@@ -139,7 +140,6 @@ def heatmap_data(encoders: dict[str, ViNy], images_u8: np.ndarray, targets: np.n
     explorer: ``(sims, image data URIs, reference patches per image)``."""
     from PIL import Image
 
-    from viny.diagnostics import layer_tokens
 
     rows = []
     uris, refs = {}, {}
@@ -160,7 +160,6 @@ def heatmap_data(encoders: dict[str, ViNy], images_u8: np.ndarray, targets: np.n
 def similarity_maps(encoder: ViNy, image_u8: np.ndarray, patches: dict[str, int], layer: int | None = None) -> dict[str, np.ndarray]:
     """Cosine maps ``[gh, gw]`` of the given reference patches (name -> index) for one image,
     at block ``layer`` (1-based; default: the last)."""
-    from viny.diagnostics import layer_tokens
 
     layer = layer or len(encoder.blocks)
     tok = layer_tokens(encoder, image_u8[None], [layer], precision="fp32")[layer][0]
