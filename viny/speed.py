@@ -20,7 +20,7 @@ from viny.data.datasets import sample_root
 from viny.data.images import IMAGE_EXTENSIONS
 from viny.device import autocast, keep_freed_memory, resolve_device, resolve_precision
 from viny.grid import expand, notebook_defaults
-from viny.study import INTERMEDIATE_TASKS
+from viny.study import FINETUNE, GEOMETRY, INTERMEDIATE, INTERMEDIATE_TASKS, SIMMIM
 from viny.tasks import make_task
 from viny.train import init_encoder
 
@@ -134,28 +134,28 @@ def grid_work(grid) -> pd.DataFrame:
             sizes = size_cache[root]
             seed = p.get("seed", 0) if p.get("upstream_seed", -1) < 0 else p["upstream_seed"]
             pre = int(p.get("pretrain_images", 0) or 0)
-            pre_ep = p["epochs"] if study == "simmim" else p.get("pretrain_epochs", 0)
+            pre_ep = p["epochs"] if study == SIMMIM else p.get("pretrain_epochs", 0)
             if pre and p.get("pretrain_source") == "train" and ("pretrain", pre, pre_ep, seed) not in upstream:
                 upstream.add(("pretrain", pre, pre_ep, seed))
                 rows.append({"study": study, "phase": "pretrain", "image_steps": pre * pre_ep})
             tasks = []
-            if study == "finetune" and p.get("intermediate", "none") != "none":
+            if study == FINETUNE and p.get("intermediate", "none") != "none":
                 tasks = [p["intermediate"]]
-            elif study == "intermediate":
+            elif study == INTERMEDIATE:
                 tasks = list(p["tasks"])
-            elif study == "geometry":
+            elif study == GEOMETRY:
                 tasks = list(p["intermediates"])
-            ep = p["epochs"] if study == "intermediate" else p.get("intermediate_epochs", 0)
+            ep = p["epochs"] if study == INTERMEDIATE else p.get("intermediate_epochs", 0)
             for t in tasks:
                 n = p.get("intermediate_images") or (sizes["intel"] if INTERMEDIATE_TASKS[t].data == "intel" else sizes["pets"] - p["test_size"])
                 key = ("intermediate", pre, pre_ep, t, ep, n, seed)
                 if key not in upstream:
                     upstream.add(key)
                     rows.append({"study": study, "phase": "intermediate", "image_steps": n * ep})
-            if study == "finetune":
+            if study == FINETUNE:
                 rows.append({"study": study, "phase": "finetune", "image_steps": p["train_size"] * p["epochs"]})
                 rows.append({"study": study, "phase": "evaluate", "image_steps": p["test_size"]})
-            if study == "geometry":
+            if study == GEOMETRY:
                 n = min(p["num_images"], sizes["pets"])
                 rows.append({"study": study, "phase": "evaluate", "image_steps": n * (len(tasks) + 2)})
             rows.append({"study": study, "phase": "kernel", "image_steps": 0})
