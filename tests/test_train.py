@@ -206,3 +206,21 @@ def test_presets_and_config_errors():
         make_config("finetune", colour=1)
     with pytest.raises(VinyError, match="--batch-size: must be >= 1"):
         make_config("finetune", batch_size=0)
+
+
+def test_store_key_follows_the_init_file_content(tmp_path):
+    """A run from a shipped encoder that is later replaced by a newer file at the same path
+    is a different run: the store must not reuse the old one."""
+    from viny.pipeline import config_key
+    from viny.registry import create_encoder
+    from viny.weights import save_weights
+
+    path = tmp_path / "encoder.safetensors"
+    torch.manual_seed(0)
+    save_weights(create_encoder("viny_test").state_dict(), path)
+    cfg = make_config("finetune", model="viny_test", init_from=str(path))
+    first = config_key(cfg)
+    assert config_key(cfg) == first
+    torch.manual_seed(1)
+    save_weights(create_encoder("viny_test").state_dict(), path)
+    assert config_key(cfg) != first

@@ -24,7 +24,6 @@ file came from (the report's "Encoders" table).
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -32,6 +31,7 @@ import pandas as pd
 import torch
 
 from viny.errors import VinyError
+from viny.files import file_sha256
 
 __all__ = ["PRETRAINED_DIR", "DATA_PLACEHOLDER", "SHIPPED", "weights_path", "card", "load_pretrained", "shipped_encoder", "export_pretrained",
            "describe_encoder", "pretrain_command", "pretraining_record"]
@@ -63,14 +63,6 @@ def load_pretrained(name: str, decoder: bool = False, folder: str | Path | None 
 
     path = weights_path(name, folder)
     return load_simmim(path) if decoder else load_encoder(path)
-
-
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def shipped_encoder(num_images: int, model: str = "viny", folder: str | Path | None = None, **options) -> Path:
@@ -199,7 +191,7 @@ def export_pretrained(run_dir: str | Path, name: str, folder: str | Path | None 
         "train_minutes": float(curve["seconds"].sum()) / 60, "loss_curve": curve.to_dict(orient="list"),
     }
     save_weights(half, path, **facts)
-    facts["sha256"] = _file_sha256(path)
+    facts["sha256"] = file_sha256(path)
     facts["viny_version"] = meta.get("viny_version")
     from viny.files import atomic_write_json, atomic_write_text
 
