@@ -21,7 +21,7 @@
 # %% tags=["parameters"]
 model: str = "viny"
 pretrain_images: int = 9469  # images of the ImageNet folder (paper: 45k / 100k / 200k)
-epochs: int = 25  # paper: 100
+epochs: int = 25  # paper: 100; 0 with pretrain_source shipped: the shipped encoder as its card says
 pretrain_source: str = "shipped"  # shipped (viny/pretrained: 2368, 4734 or 9469 images) or train (here)
 seed: int = 0
 data_root: str = ""  # folder holding imagenet-subset/train (empty: the shipped sample)

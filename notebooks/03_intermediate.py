@@ -22,7 +22,7 @@
 # %% tags=["parameters"]
 model: str = "viny"
 pretrain_images: int = 9469  # 0: start from a random encoder
-pretrain_epochs: int = 25
+pretrain_epochs: int = 25  # 0 with pretrain_source shipped: each shipped encoder as its card says
 pretrain_source: str = "shipped"  # shipped (viny/pretrained: 2368, 4734 or 9469 images) or train (here)
 epochs: int = 10  # paper: 200 (Intel), 20 (diagnostic study)
 lr: float = 0.0008  # intermediate learning rate (Table A1)

@@ -22,7 +22,7 @@
 # %% tags=["parameters"]
 model: str = "viny"
 pretrain_images: int = 0  # 0: no pre-training
-pretrain_epochs: int = 25
+pretrain_epochs: int = 25  # 0 with pretrain_source shipped: each shipped encoder as its card says
 pretrain_source: str = "shipped"  # shipped (viny/pretrained: 2368, 4734 or 9469 images) or train (here)
 intermediate: str = "none"  # none, cls_intel, cls_pets, spatial
 intermediate_epochs: int = 10

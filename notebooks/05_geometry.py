@@ -24,7 +24,7 @@
 # %% tags=["parameters"]
 model: str = "viny"
 pretrain_images: int = 9469
-pretrain_epochs: int = 25
+pretrain_epochs: int = 25  # 0 with pretrain_source shipped: each shipped encoder as its card says
 pretrain_source: str = "shipped"  # shipped (viny/pretrained) or train (here)
 intermediate_epochs: int = 10  # the paper diagnostic study: 20
 intermediate_images: int = 0

@@ -81,7 +81,8 @@ def upstream_encoder(
     lr, ...). Upstream runs use ``seed``, so each seed has its own chain.
     ``pretrain_source``: ``train`` (pre-train here, in the store) or ``shipped`` (start
     from the encoder shipped in ``viny/pretrained`` for that many images, whose recipe must
-    match ``pretrain``: :func:`viny.pretrained.shipped_encoder`).
+    match ``pretrain``: :func:`viny.pretrained.shipped_encoder`; ``pretrain={"epochs": 0}``
+    takes it as shipped, whatever its epochs).
     """
     root = Path(data_root) if data_root else None
     encoder: str | None = None
@@ -90,7 +91,9 @@ def upstream_encoder(
     if pretrain_images and pretrain_source == "shipped":
         from viny.pretrained import shipped_encoder
 
-        encoder = str(shipped_encoder(int(pretrain_images), model=model, seed=seed, **(pretrain or {})))
+        # epochs 0: each shipped encoder as its card says (the shipped sizes may differ in recipe)
+        expected = {k: v for k, v in (pretrain or {}).items() if not (k == "epochs" and not v)}
+        encoder = str(shipped_encoder(int(pretrain_images), model=model, seed=seed, **expected))
     elif pretrain_images:
         cfg = make_config("pretrain", model=model, seed=seed, num_images=int(pretrain_images),
                           data=str(root / "imagenet-subset" / "train") if root else None, **(pretrain or {}))

@@ -84,7 +84,8 @@ def _scale_description(ft: pd.DataFrame, table: pd.DataFrame, data_label: str | 
         parts.append(f"model: {', '.join(map(str, vals('model'))) or 'viny'}")
         parts.append(f"pre-training images: {', '.join(f'{int(v):,}' for v in vals('pretrain_images'))}")
         parts.append(f"fine-tuning images: {', '.join(str(int(v)) for v in vals('train_size'))} (held-out test: {', '.join(str(int(v)) for v in vals('test_size'))})")
-        parts.append(f"epochs: pre-training {', '.join(map(str, vals('pretrain_epochs')))}, intermediate "
+        pre = ", ".join(str(v) if v else "as shipped (Encoders table)" for v in vals("pretrain_epochs"))
+        parts.append(f"epochs: pre-training {pre}, intermediate "
                      f"{', '.join(map(str, vals('intermediate_epochs')))}, fine-tuning {', '.join(map(str, vals('epochs')))}")
         parts.append(f"seeds: {len(vals('seed'))}")
     small = (not data_roots) or (len(ft) and (max(vals("pretrain_images") or [0]) < 45000 or max(vals("epochs") or [0]) < 100))
