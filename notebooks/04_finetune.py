@@ -33,6 +33,7 @@ split: str = "nested"  # nested (fixed test set) or paper (authors random_split,
 epochs: int = 10  # paper: 100
 lr: float = 0.002  # fine-tuning learning rate (Table A1)
 weight_decay: float = 0.0001  # (Table A1)
+init: str = "reference"  # random init (no pre-training): reference (authors' N(0,1) positions) or timm (std 0.02)
 seed: int = 0
 upstream_seed: int = -1  # seed of the pre-training and intermediate runs (-1: the same as seed)
 precision: str = "auto"
@@ -57,15 +58,15 @@ out = Path(output_dir) if output_dir else repo_runs("notebooks", "finetune")
 store = Path(store_dir) if store_dir else repo_runs("notebooks", "store")
 upstream = dict(model=model, seed=seed if upstream_seed < 0 else upstream_seed, pretrain={"epochs": pretrain_epochs},
                 intermediate_options={"epochs": intermediate_epochs, "num_images": intermediate_images or None, "test_size": test_size},
-                data_root=data_root or None, pretrain_source=pretrain_source)
+                data_root=data_root or None, pretrain_source=pretrain_source, init=init)
 encoder = upstream_encoder(store, pretrain_images, intermediate, **upstream)
 config = make_config("finetune", model=model, epochs=epochs, lr=lr, weight_decay=weight_decay, train_size=train_size, test_size=test_size, split=split,
-                     seed=seed, init_from=encoder, precision=precision, data=data_root or None)
+                     seed=seed, precision=precision, data=data_root or None, **({"init_from": encoder} if encoder else {"init": init}))
 run = run_in_store(config, out / "runs")
 results = load_json(run / "results.json")
 # the pre-training's held-out reconstruction yardstick, for the report's Encoders table
 pretrained = pretraining_record(upstream_encoder(store, pretrain_images, "none", **upstream))[0] if pretrain_images else {}
-write_json(out / "metrics.json", {**results, "encoder_source": describe_encoder(encoder),
+write_json(out / "metrics.json", {**results, "encoder_source": describe_encoder(encoder) + ("" if encoder or init == "reference" else f" ({init} init)"),
                                    "pretraining_yardstick_ratio": pretrained.get("yardstick_ratio")})
 results
 

@@ -32,7 +32,7 @@ from IPython.display import Markdown, display
 from viny.figures import intermediate_delta, miou_vs_size, setup_charts
 from viny.findings import findings, findings_markdown
 from viny.paper import comparison_table
-from viny.study import FILES, finetune_rows
+from viny.study import FILES, control_rows, finetune_rows
 from viny.views import repo_runs, write_json
 
 setup_charts()
@@ -42,7 +42,7 @@ ft = finetune_rows(table)  # axes a grid leaves out take the notebook's defaults
 display(ft.head())
 
 # %%
-miou_vs_size(ft, metric)
+miou_vs_size(ft, metric, control=control_rows(table))  # with the random-init control (timm init) when the grid has it
 
 # %%
 intermediate_delta(ft, metric)

@@ -114,3 +114,21 @@ def test_pooled_cls_verdict_says_how_far_the_cells_disagree():
     t["intermediate_epochs"] = 8
     ev = findings(t).set_index("claim").loc["cls_hurts", "evidence"]
     assert "the CLS stage (8 epochs)" in ev and "11 significantly lower, 1 significantly higher" in ev
+
+
+def test_position_prior_pairs_random_init_with_its_control_by_seed():
+    """Random init (N(0,1) positions) minus the timm-init control, per size, by seed: at 100
+    images the differences are 2 and 4 points (mean 3, t interval 3 ± 12.706 * 1.414/sqrt(2))."""
+    from viny.findings import position_prior
+
+    rows = [{"study": "finetune", "status": "done", "pretrain_images": 0, "intermediate": "none", "train_size": 100, "seed": s, "miou": m}
+            for s, m in ((0, 0.40), (1, 0.42))]
+    rows += [{"study": "control", "status": "done", "pretrain_images": 0, "intermediate": "none", "train_size": 100, "seed": s, "miou": m}
+             for s, m in ((0, 0.38), (1, 0.38))]
+    prior = position_prior(pd.DataFrame(rows))
+    assert len(prior) == 1 and prior.loc[0, "train_size"] == 100
+    assert prior.loc[0, "mean"] == pytest.approx(3.0)
+    half = 12.706 * (2 ** 0.5) / 2 ** 0.5  # t(0.975, 1) x std of [2, 4] / sqrt(2)
+    assert prior.loc[0, "hi"] - prior.loc[0, "mean"] == pytest.approx(half, rel=1e-3)
+    assert prior.loc[0, "verdict"] == "inconclusive"
+    assert position_prior(pd.DataFrame(rows[:2])).empty  # no control cells: nothing to say

@@ -122,8 +122,9 @@ def test_grid_work_counts_shared_upstream_runs_once():
     by = work.groupby("phase")["image_steps"].sum()
     # the demo starts from the shipped encoders: no pre-training work
     assert by.get("pretrain", 0) == 0
-    # fine-tuning: 3 pretrain x 2 intermediate x 2 seeds x (100 + 250) images x 6 epochs
-    assert by["finetune"] == 12 * 350 * 6
+    # fine-tuning: 3 pretrain x 2 intermediate x 2 seeds x (100 + 250) images x 6 epochs, plus the
+    # random-init control (timm init): 2 seeds x (100 + 250) x 6
+    assert by["finetune"] == 12 * 350 * 6 + 2 * 350 * 6
     # intermediate cls_intel on the 360 shipped Intel images, for {random, 2368, 9469}, plus spatial
     # (398 Pets images outside the 200 held out) in the intermediate study, and spatial_intel in geometry
     assert by["intermediate"] == 3 * 360 * 8 + 398 * 8 + 360 * 8
@@ -132,7 +133,7 @@ def test_grid_work_counts_shared_upstream_runs_once():
     staged = grid_work(load_grid(Path(__file__).resolve().parents[1] / "params" / "staged.yaml"))
     assert staged.groupby("phase")["image_steps"].sum()["pretrain"] == (2368 + 4734 + 9469) * 25  # trained, each once
     est = estimate(work, {"pretrain": 100.0, "intermediate": 100.0, "finetune": 100.0, "evaluate": 1000.0}, kernel_seconds=5)
-    assert est["seconds"].sum() == pytest.approx((by["intermediate"] + by["finetune"]) / 100 + by["evaluate"] / 1000 + 5 * 29)
+    assert est["seconds"].sum() == pytest.approx((by["intermediate"] + by["finetune"]) / 100 + by["evaluate"] / 1000 + 5 * 33)
 
 
 def test_grid_work_takes_left_out_parameters_from_the_notebook(tmp_path):
@@ -151,3 +152,17 @@ def test_grid_work_takes_left_out_parameters_from_the_notebook(tmp_path):
     assert by["finetune"] == (100 + 250) * 10
     assert by["evaluate"] == 2 * 200
     assert "intermediate" not in by
+
+
+def test_miou_vs_size_draws_the_random_init_control():
+    import pandas as pd
+
+    from viny.figures import miou_vs_size
+    from viny.study import RANDOM_INIT_SMALL_POSITIONS
+
+    ft = pd.DataFrame([{"pretrain_images": p, "intermediate": "none", "train_size": n, "seed": s, "miou": 0.3 + 0.01 * s}
+                       for p in (0, 9469) for n in (100, 250) for s in (0, 1)])
+    control = ft[ft["pretrain_images"] == 0].assign(miou=0.2)
+    spec = miou_vs_size(ft, control=control).to_dict()
+    labels = {row["pretrain"] for row in next(iter(spec["datasets"].values()))}
+    assert labels == {"none", "9,469", RANDOM_INIT_SMALL_POSITIONS}

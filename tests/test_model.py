@@ -198,3 +198,14 @@ def test_forward_intermediates_and_attention_weights():
     maps = attention_maps(enc, image)
     cls_to_cls = enc.attention_weights(A.normalize(A.to_float(torch.from_numpy(image[None]))))[0, :, 0, 0].numpy()
     assert maps.shape == (2, 4, 4) and np.allclose(maps.sum((1, 2)), 1 - cls_to_cls, atol=1e-5)  # the CLS row's weight on the patches
+
+
+def test_train_config_init_sets_up_the_random_encoder():
+    from viny.config import make_config
+    from viny.errors import VinyError
+    from viny.train import init_encoder
+
+    assert init_encoder(make_config("finetune")).pos_embed.std().item() > 0.8  # the authors' N(0,1)
+    assert init_encoder(make_config("finetune", init="timm")).pos_embed.std().item() < 0.1
+    with pytest.raises(VinyError, match="--init"):
+        make_config("finetune", init="timm", init_from="x.safetensors").validate()

@@ -34,9 +34,11 @@ def test_every_notebook_runs_under_papermill_via_ray(smoke):
     out, table, _ = smoke
     bad = table[table["status"] != "done"]
     assert bad.empty, bad[["study", "cell", "error"]].to_string()
-    assert set(table["study"]) == {"model", "simmim", "intermediate", "finetune", "geometry", "results"}
+    assert set(table["study"]) == {"model", "simmim", "intermediate", "finetune", "control", "geometry", "results"}
     ft = table[table["study"] == "finetune"]
     assert len(ft) == 8 and ft["miou"].between(0, 1).all()
+    control = table[table["study"] == "control"]  # random init with timm's small positions
+    assert len(control) == 2 and set(control["encoder_source"]) == {"random init (timm init)"}
     # upstream work is shared: one pre-training per (size, seed), one intermediate per upstream
     store = out / "store"
     assert len(list(store.glob("pretrain-*"))) == 2  # 32 images x seeds 0, 1
@@ -63,6 +65,7 @@ def test_report_is_self_contained(report):
     assert "Findings" in text and "Not the paper's scale" in text and "commit" in text
     for fig in ("fig3", "fig4", "fig5", "fig6"):
         assert f"id='{fig}'" in text
+    assert "Baseline control." in text and "none, timm init (small positions)" in text
 
 
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed (make test installs it when run as root)")

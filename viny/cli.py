@@ -25,6 +25,7 @@ __all__ = ["main", "build_parser"]
 _HELP = {
     "data": "dataset root (default: the sample shipped in the repo)",
     "init_from": "initial encoder: a viny .safetensors or an authors' .pth (default: random init)",
+    "init": "a random encoder's init: reference (the authors' code: N(0,1) position embeddings and CLS) or timm (std 0.02)",
     "epochs": "epochs (LR milestones are scaled to match unless --milestones is given)",
     "lr": "peak learning rate of the optimizer",
     "compile": "torch.compile the training steps (default: only runs of >= 100,000 image-steps, where its ~1 min compile pays; --no-compile: eager)",

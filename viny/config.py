@@ -58,6 +58,7 @@ class TrainConfig:
     seed: int = 0
     model: Literal["viny", "viny_test"] = "viny"
     init_from: str | None = None  # encoder weights: viny .safetensors or an authors' .pth; None = random init
+    init: Literal["reference", "timm"] = "reference"  # a random encoder's init: the authors' N(0,1) positions, or timm's (std 0.02)
     data: str | None = None  # dataset root; None = the sample shipped in the repo
     cache_dir: str | None = None  # decoded-image cache; None = $VINY_CACHE or ~/.cache/viny
     skip_bad_images: bool = False
@@ -87,6 +88,8 @@ class TrainConfig:
             bad("warmup_epochs", f"must be in 0..epochs-1 ({self.epochs - 1}), got {self.warmup_epochs}")
         if list(self.milestones) != sorted(self.milestones):
             bad("milestones", f"must be increasing, got {list(self.milestones)}")
+        if self.init_from and self.init != "reference":
+            bad("init", f"{self.init!r} sets up a random encoder; --init-from {self.init_from} gives the weights")
         for name, allowed in choices(type(self)).items():  # every Literal field, from its type
             if getattr(self, name) not in allowed:
                 bad(name, f"{getattr(self, name)!r} is not one of {', '.join(map(str, allowed))}")

@@ -20,6 +20,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw
 
+from viny.study import RANDOM_INIT_SMALL_POSITIONS
+
 __all__ = [
     "setup_charts", "TRIMAP_COLOURS", "colorize_trimap", "panel", "png_data_uri", "loss_curve", "miou_vs_size", "intermediate_delta", "pretraining_curve", "selection_chart",
     "cosine_chart", "heatmap_explorer", "to_uint8",
@@ -137,10 +139,14 @@ def _size_axis(sizes: pd.Series) -> alt.X:
                  axis=alt.Axis(values=values, format="d"), title="fine-tuning images")
 
 
-def miou_vs_size(results: pd.DataFrame, metric: str = "miou") -> alt.LayerChart:
-    """Paper Fig. 3: mIoU vs fine-tune size, one line per pre-training size, band = ±1 std over seeds."""
+def miou_vs_size(results: pd.DataFrame, metric: str = "miou", control: pd.DataFrame | None = None) -> alt.LayerChart:
+    """Paper Fig. 3: mIoU vs fine-tune size, one line per pre-training size, band = ±1 std over
+    seeds; ``control``: the random-init control cells (small-position init), one more line."""
     df = results[results["intermediate"] == "none"].copy()
     df["pretrain"] = _pretrain_label(df)
+    if control is not None and len(control):
+        c = control.assign(pretrain=RANDOM_INIT_SMALL_POSITIONS, pretrain_images=-1)  # sorts first
+        df = pd.concat([df, c[["pretrain", "pretrain_images", "train_size", "seed", metric]]], ignore_index=True)
     df[metric] = 100 * df[metric]
     g = df.groupby(["pretrain", "pretrain_images", "train_size"])[metric]
     agg = g.mean().rename("mean").to_frame().join(g.std(ddof=1).fillna(0).rename("std")).join(g.size().rename("seeds")).reset_index()

@@ -18,9 +18,9 @@ import numpy as np
 import pandas as pd
 
 from viny.stats import mean_interval, paired_difference
-from viny.study import FILES, GEOMETRY, INTERMEDIATE_TASKS, PRETRAINED, finetune_rows, study_rows
+from viny.study import FILES, GEOMETRY, INTERMEDIATE_TASKS, PRETRAINED, control_rows, finetune_rows, study_rows
 
-__all__ = ["findings", "findings_markdown", "CLAIMS", "interval_verdict", "format_interval"]
+__all__ = ["findings", "findings_markdown", "CLAIMS", "interval_verdict", "format_interval", "position_prior"]
 
 CLAIMS = {
     "pretraining_small_data": "Pre-training helps most when fine-tuning data is small.",
@@ -199,6 +199,23 @@ def findings(table: pd.DataFrame, grid_dir: str | Path | None = None, metric: st
             _diminishing(ft, metric, "pretrain_images", "diminishing_pretrain")]
     row, diffs = _cls_hurts(ft, metric)
     rows += [row, _cls_where_pretraining_helps(ft, metric, diffs), _spatial_probe(table, Path(grid_dir) if grid_dir else None)]
+    return pd.DataFrame(rows)
+
+
+def position_prior(table: pd.DataFrame, metric: str = "miou") -> pd.DataFrame:
+    """The baseline's control, per fine-tuning size: mIoU of viny's random init (the authors'
+    N(0,1) position embeddings) minus that of the small-position control (``init: timm``),
+    paired by seed, in points (``train_size, mean, lo, hi, n, verdict``; supported = the
+    N(0,1) positions help). Empty when the grid has no control cells."""
+    ft, ctrl = finetune_rows(table), control_rows(table)
+    rows = []
+    if not len(ctrl):
+        return pd.DataFrame(rows)
+    for n in sorted(ctrl["train_size"].unique()):
+        ref = _miou(ft, 0, "none", n, metric)
+        small = 100 * ctrl[ctrl["train_size"] == n].groupby("seed")[metric].mean()
+        iv = paired_difference(ref, small)
+        rows.append({"train_size": int(n), **iv, "verdict": interval_verdict(iv)})
     return pd.DataFrame(rows)
 
 

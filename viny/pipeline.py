@@ -70,6 +70,7 @@ def upstream_encoder(
     intermediate_options: dict | None = None,
     data_root: str | None = None,
     pretrain_source: str = "train",
+    init: str = "reference",
     progress: bool = True,
 ) -> str | None:
     """Path of the encoder a downstream run starts from (``None``: random init).
@@ -82,7 +83,8 @@ def upstream_encoder(
     ``pretrain_source``: ``train`` (pre-train here, in the store) or ``shipped`` (start
     from the encoder shipped in ``viny/pretrained`` for that many images, whose recipe must
     match ``pretrain``: :func:`viny.pretrained.shipped_encoder`; ``pretrain={"epochs": 0}``
-    takes it as shipped, whatever its epochs).
+    takes it as shipped, whatever its epochs). ``init`` is the random init the chain starts
+    from (``reference`` or ``timm``, :class:`viny.config.TrainConfig`).
     """
     root = Path(data_root) if data_root else None
     encoder: str | None = None
@@ -95,7 +97,7 @@ def upstream_encoder(
         expected = {k: v for k, v in (pretrain or {}).items() if not (k == "epochs" and not v)}
         encoder = str(shipped_encoder(int(pretrain_images), model=model, seed=seed, **expected))
     elif pretrain_images:
-        cfg = make_config("pretrain", model=model, seed=seed, num_images=int(pretrain_images),
+        cfg = make_config("pretrain", model=model, seed=seed, num_images=int(pretrain_images), init=init,
                           data=str(root / "imagenet-subset" / "train") if root else None, **(pretrain or {}))
         encoder = str(run_in_store(cfg, store, progress) / "encoder.safetensors")
     if intermediate and intermediate != "none":
@@ -107,6 +109,7 @@ def upstream_encoder(
         data = None
         if root:
             data = str(root / "intel-image-classification") if on_intel else str(root)
-        cfg = make_config("intermediate", task=intermediate, model=model, seed=seed, init_from=encoder, data=data, **options)
+        start = {"init_from": encoder} if encoder else {"init": init}
+        cfg = make_config("intermediate", task=intermediate, model=model, seed=seed, data=data, **start, **options)
         encoder = str(run_in_store(cfg, store, progress) / "encoder.safetensors")
     return encoder

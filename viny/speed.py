@@ -20,7 +20,7 @@ from viny.data.datasets import sample_root
 from viny.data.images import IMAGE_EXTENSIONS
 from viny.device import autocast, keep_freed_memory, resolve_device, resolve_precision
 from viny.grid import expand, notebook_defaults
-from viny.study import FINETUNE, GEOMETRY, INTERMEDIATE, INTERMEDIATE_TASKS, SIMMIM
+from viny.study import CONTROL, FINETUNE, GEOMETRY, INTERMEDIATE, INTERMEDIATE_TASKS, SIMMIM
 from viny.tasks import make_task
 from viny.train import init_encoder
 
@@ -96,7 +96,6 @@ def measure_rates(model: str = "viny", steps: int = 3, batch_size: int = 64, dev
 
 
 def _count_images(folder: Path) -> int:
-
     return sum(1 for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
 
 
@@ -104,7 +103,6 @@ FULL_SIZES = {"intel": 14_034, "pets": 7_349}  # the full data sets, when their 
 
 
 def _sizes(data_root: str | None) -> dict[str, int]:
-
     root = Path(data_root) if data_root else sample_root()
     if not root.is_dir():
         return dict(FULL_SIZES)
@@ -139,7 +137,7 @@ def grid_work(grid) -> pd.DataFrame:
                 upstream.add(("pretrain", pre, pre_ep, seed))
                 rows.append({"study": study, "phase": "pretrain", "image_steps": pre * pre_ep})
             tasks = []
-            if study == FINETUNE and p.get("intermediate", "none") != "none":
+            if study in (FINETUNE, CONTROL) and p.get("intermediate", "none") != "none":
                 tasks = [p["intermediate"]]
             elif study == INTERMEDIATE:
                 tasks = list(p["tasks"])
@@ -152,7 +150,7 @@ def grid_work(grid) -> pd.DataFrame:
                 if key not in upstream:
                     upstream.add(key)
                     rows.append({"study": study, "phase": "intermediate", "image_steps": n * ep})
-            if study == FINETUNE:
+            if study in (FINETUNE, CONTROL):
                 rows.append({"study": study, "phase": "finetune", "image_steps": p["train_size"] * p["epochs"]})
                 rows.append({"study": study, "phase": "evaluate", "image_steps": p["test_size"]})
             if study == GEOMETRY:

@@ -10,11 +10,14 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-__all__ = ["MODEL", "SIMMIM", "INTERMEDIATE", "FINETUNE", "GEOMETRY", "RESULTS", "FILES", "IntermediateTask", "INTERMEDIATE_TASKS",
+__all__ = ["MODEL", "SIMMIM", "INTERMEDIATE", "FINETUNE", "CONTROL", "GEOMETRY", "RESULTS", "FILES", "RANDOM_INIT_SMALL_POSITIONS", "control_rows", "IntermediateTask", "INTERMEDIATE_TASKS",
            "RANDOM_INIT", "PRETRAINED", "encoder_label", "finetune_rows", "study_rows", "FINETUNE_DEFAULTS"]
 
 # studies: the grid files' section names, one per notebook
 MODEL, SIMMIM, INTERMEDIATE, FINETUNE, GEOMETRY, RESULTS = "model", "simmim", "intermediate", "finetune", "geometry", "results"
+# the baseline's control (04_finetune with init: timm): random init without the authors'
+# N(0,1) position embeddings, which already carry the Pets "object in the centre" prior
+CONTROL = "control"
 
 # files a notebook writes into its cell folder (and the report / findings read)
 FILES = {
@@ -56,6 +59,7 @@ INTERMEDIATE_TASKS: dict[str, IntermediateTask] = {t.name: t for t in (
 )}
 
 RANDOM_INIT = "random init"
+RANDOM_INIT_SMALL_POSITIONS = "none, timm init (small positions)"  # Fig. 3 legend (pre-training images)
 PRETRAINED = "pretrained (SimMIM)"
 
 
@@ -81,3 +85,8 @@ def finetune_rows(table: pd.DataFrame) -> pd.DataFrame:
     for col, value in FINETUNE_DEFAULTS.items():
         ft[col] = ft[col].fillna(value) if col in ft else value
     return ft
+
+
+def control_rows(table: pd.DataFrame) -> pd.DataFrame:
+    """The finished cells of the random-init control (``init: timm``, no pre-training)."""
+    return study_rows(table, CONTROL)

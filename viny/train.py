@@ -36,7 +36,7 @@ import torch
 from tqdm.auto import tqdm
 
 import viny
-from viny.config import COMPILE_ABOVE, RUNTIME_OPTIONS, TrainConfig
+from viny.config import COMPILE_ABOVE, RUNTIME_OPTIONS, TrainConfig, config_from_dict
 from viny.device import autocast, keep_freed_memory, resolve_device, resolve_precision
 from viny.errors import TrainingDiverged, VinyError
 from viny.files import atomic_path, atomic_write_json, atomic_write_text
@@ -59,7 +59,7 @@ def init_encoder(config: TrainConfig):
     """A fresh encoder from ``config.seed``, or the weights in ``config.init_from``."""
     torch.manual_seed(config.seed)
     if not config.init_from:
-        return create_encoder(config.model)
+        return create_encoder(config.model, init=config.init)
     return load_user_encoder(config.init_from, "--init-from")
 
 
@@ -156,9 +156,13 @@ def _check_run_folder(config: TrainConfig, out: Path, resume: bool) -> None:
     if resume:
         if not (out / STATE).is_file():
             raise VinyError(f"--resume: {out} has no checkpoint ({STATE}) to resume from")
-        saved = json.loads((out / "config.json").read_text())
-        if _result_options(saved) != _result_options(json.loads(json.dumps(config.to_dict()))):
-            raise VinyError(f"--resume: the options differ from the run in {out}; resume with the same options")
+        # options added to viny after the run started take their defaults
+        recorded = _result_options(json.loads((out / "config.json").read_text()))
+        saved = _result_options(json.loads(json.dumps(config_from_dict(recorded).to_dict())))
+        now = _result_options(json.loads(json.dumps(config.to_dict())))
+        if saved != now:
+            diff = ", ".join(f"{k}: {saved.get(k)!r} there, {now.get(k)!r} now" for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k))
+            raise VinyError(f"--resume: the options differ from the run in {out} ({diff}); resume with the same options")
     elif (out / STATE).exists() or (out / RESULTS).exists():
         raise VinyError(f"{out} already holds a run; pass --resume to continue it or choose another output folder")
 

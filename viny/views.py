@@ -47,7 +47,6 @@ def repo_runs(*parts: str) -> Path:
 
 
 def write_json(path: str | Path, obj) -> Path:
-
     atomic_write_json(path, obj)
     return Path(path)
 
