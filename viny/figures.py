@@ -199,8 +199,12 @@ def intermediate_delta(results: pd.DataFrame, metric: str = "miou", treatment: s
         x=_size_axis(d["train_size"]),
         color=alt.Color("pretrain:N", sort=order, title="pre-training images", legend=alt.Legend(labelLimit=300, symbolOpacity=1)),
     )
+    # with 2-3 seeds a t interval can be 10x the spread of the means; the axis spans the means
+    # +- 3 std of the differences, and longer bars are clipped there (the tooltip has the interval)
+    pad = max(3 * float(np.nanmax(d["std"])) if d["std"].notna().any() else 0.0, 1.0)
+    domain = [min(float(d["mean"].min()) - pad, -1.0), max(float(d["mean"].max()) + pad, 1.0)]
     rule = alt.Chart(pd.DataFrame({"y": [0]})).mark_rule(color="grey", strokeDash=[4, 4]).encode(y="y:Q")
-    bars = base.mark_errorbar().encode(y=alt.Y("lo:Q", title=f"change in {metric} (points)"), y2="hi:Q")
+    bars = base.mark_errorbar(clip=True).encode(y=alt.Y("lo:Q", title=f"change in {metric} (points)", scale=alt.Scale(domain=domain)), y2="hi:Q")
     pts = base.mark_line(point=True).encode(
         y="mean:Q", tooltip=["pretrain", "train_size", alt.Tooltip("mean:Q", format=".2f"), alt.Tooltip("lo:Q", format=".2f"),
                              alt.Tooltip("hi:Q", format=".2f"), "n"],

@@ -165,7 +165,8 @@ def _finetune_sections(ft: pd.DataFrame, charts: dict, table: pd.DataFrame | Non
         if set(ft["intermediate"]) >= {"none", "cls_intel"}:
             charts["fig4"] = intermediate_delta(ft).to_dict()
             sections.append("<h2>Intermediate CLS fine-tuning (Fig. 4)</h2><div id='fig4' class='chart'></div>"
-                            "<p class='note'>Change in mIoU, paired by seed; bars: 95 % t interval.</p>")
+                            "<p class='note'>Change in mIoU, paired by seed; bars: 95 % t interval, clipped at the plot's edge when longer "
+                            "(its bounds are in the tooltip and the findings).</p>")
         comp = comparison_table(ft)
         sections.append("<h2>Our results beside the paper's Tables 1, A2, A3</h2><p class='note'>mIoU in %, mean ± std over seeds. "
                         "<i>per-image</i>: the paper's protocol (each image's mIoU, then averaged); <i>dataset</i>: one confusion matrix "
