@@ -62,8 +62,8 @@ def keep_freed_memory() -> bool:
     step page-faults its activations in again: 10-15 thousand faults and 65-100 ms of
     system time per fine-tuning step on a 2-core VM, a sixth of the step. Serving every
     block from the heap and never trimming it keeps the pages: the process holds on to
-    its peak memory (what one step needs) until it exits. Training calls this; nothing
-    else does. No-op (False) off glibc.
+    its peak memory (what one step needs) until it exits. ``viny.train.train`` and the
+    speed measurements call this; nothing else does. No-op (False) off glibc.
     """
     if not sys.platform.startswith("linux"):
         return False

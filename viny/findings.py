@@ -208,6 +208,7 @@ def position_prior(table: pd.DataFrame, metric: str = "miou") -> pd.DataFrame:
     paired by seed, in points (``train_size, mean, lo, hi, n, verdict``; supported = the
     N(0,1) positions help). Empty when the grid has no control cells."""
     ft, ctrl = finetune_rows(table), control_rows(table)
+    ft = ft[ft["init"] == "reference"]
     rows = []
     if not len(ctrl):
         return pd.DataFrame(rows)

@@ -69,7 +69,7 @@ def encoder_label(intermediate: str) -> str:
 
 
 # what a fine-tuning cell means when its grid does not set a parameter (04_finetune's defaults)
-FINETUNE_DEFAULTS = {"pretrain_images": 0, "intermediate": "none", "seed": 0}
+FINETUNE_DEFAULTS = {"pretrain_images": 0, "intermediate": "none", "init": "reference", "seed": 0}
 
 
 def study_rows(table: pd.DataFrame, study: str) -> pd.DataFrame:
