@@ -130,5 +130,5 @@ if curve_run:
     display(pd.concat([selection_verdicts(scores, runs, n) for n in curve_sizes], ignore_index=True))
 
 # %%
-write_json(out / "metrics.json", {"pretrain_images": pretrain_images, "epochs": epochs, "encoder_source": describe_encoder(encoder_path),
+write_json(out / "metrics.json", {"pretrain_images": pretrain_images, "epochs": epochs or len(curve), "encoder_source": describe_encoder(encoder_path),
                                    **results, **{f"yardstick_{k}": v for k, v in yardstick.items()}})
