@@ -90,6 +90,7 @@ def shipped_encoder(num_images: int, model: str = "viny", folder: str | Path | N
 
 
 DATA_PLACEHOLDER = "<DATA>/imagenet-subset/train"  # how cards name the pre-training folder: a path on the training machine means nothing elsewhere
+HELDOUT_PLACEHOLDER = "<DATA>/intel-image-classification"  # and the yardstick's held-out images
 
 
 def pretrain_command(config: dict, data: str = DATA_PLACEHOLDER) -> str:
@@ -184,6 +185,8 @@ def export_pretrained(run_dir: str | Path, name: str, folder: str | Path | None 
     runtime = config.pop("runtime", {})
     if config.get("data"):
         config["data"] = DATA_PLACEHOLDER
+    if config.get("heldout_data"):
+        config["heldout_data"] = HELDOUT_PLACEHOLDER
     facts = {
         "kind": meta["kind"], "model_args": meta["model_args"], "mask_ratio": meta.get("mask_ratio"), "name": name,
         "phase": "pretrain", "epoch": config["epochs"], "metrics": meta.get("metrics", {}), "config": config, "runtime": runtime,
