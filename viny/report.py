@@ -148,8 +148,8 @@ def _control_note(table: pd.DataFrame) -> str:
     parts = [f"{r.train_size} images: {format_interval(r._asdict())} points ({r.verdict})" for r in prior.itertuples()]
     return ("<p class='note'><b>Baseline control.</b> viny's random init uses the authors' N(0,1) position embeddings, which "
             "already carry a prior (pets sit in the middle); the control line starts from timm's init (positions with std "
-            f"0.02) instead. Random init minus the control, paired by seed: {'; '.join(parts)}. Supported: the N(0,1) positions "
-            "help on their own, so a pre-trained encoder must beat that prior, not just an untrained network.</p>")
+            f"0.02) instead. Random init minus the control, paired by seed: {'; '.join(parts)}. Where supported, the N(0,1) "
+            "positions help on their own, and a pre-trained encoder has to beat that prior, not just an untrained network.</p>")
 
 
 def _finetune_sections(ft: pd.DataFrame, charts: dict, table: pd.DataFrame | None = None) -> list[str]:
