@@ -56,19 +56,34 @@ def test_every_chart_renders_in_jupyterlab(tmp_path):
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu", "--no-first-run",
                                                                        "--disable-background-networking", "--disable-component-update"])
-            page = browser.new_page(viewport={"width": 1280, "height": 1600})
-            page.route("**/*", lambda route: route.continue_() if route.request.url.startswith((base, "data:", "blob:", "ws:"))
-                       else (blocked.append(route.request.url), route.abort()))
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto(f"{base}/lab/tree/charts.ipynb", timeout=120000)
-            page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=120000)
-            page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle'], .jp-DebuggerBugButton", timeout=120000)
-            page.locator(".jp-Notebook").first.click()
-            page.get_by_role("menuitem", name="Run").click()
-            page.get_by_role("menuitem", name="Run All Cells").first.click()
+            from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+            def run_all():
+                """Open the notebook in a new page, Run All, wait until three charts are drawn."""
+                page = browser.new_page(viewport={"width": 1280, "height": 1600})
+                page.route("**/*", lambda route: route.continue_() if route.request.url.startswith((base, "data:", "blob:", "ws:"))
+                           else (blocked.append(route.request.url), route.abort()))
+                page.on("pageerror", lambda e: errors.append(str(e)))
+                page.goto(f"{base}/lab/tree/charts.ipynb", timeout=120000)
+                page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=120000)
+                page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle'], .jp-DebuggerBugButton", timeout=120000)
+                page.locator(".jp-Notebook").first.click()
+                page.get_by_role("menuitem", name="Run").click()
+                page.get_by_role("menuitem", name="Run All Cells").first.click()
+                page.wait_for_function("document.querySelectorAll('.jp-OutputArea-output .vega-embed svg, "
+                                       ".jp-OutputArea-output .vega-embed canvas').length >= 3", timeout=180000)
+                return page
+
+            try:
+                page = run_all()
+            except PlaywrightTimeout:
+                # the first JupyterLab start in a freshly installed venv has timed out here once (a cold
+                # kernel); a new page on the same server, run again, must then render every chart
+                for old in [pg for ctx in browser.contexts for pg in ctx.pages]:
+                    old.close(run_before_unload=False)
+                errors.clear()
+                page = run_all()
             outputs = page.locator(".jp-OutputArea-output .vega-embed")
-            page.wait_for_function("document.querySelectorAll('.jp-OutputArea-output .vega-embed svg, "
-                                   ".jp-OutputArea-output .vega-embed canvas').length >= 3", timeout=180000)
             page.wait_for_timeout(1000)
             assert outputs.count() == 3
             for i in range(3):
