@@ -169,6 +169,19 @@ def test_validation_split_never_touches_the_test_images():
         make_config("finetune", validation_size=10)  # split paper
 
 
+def test_validation_learning_curve_scores_every_n_epochs_without_changing_the_run(tmp_path):
+    opts = dict(epochs=3, train_size=16, test_size=32, split="nested", validation_size=16, **TINY)
+    plain = T.train(make_config("finetune", **opts), tmp_path / "plain", progress=False)
+    curve = T.train(make_config("finetune", eval_every=2, **opts), tmp_path / "curve", progress=False)
+    rows = metrics(tmp_path / "curve")
+    assert [r["val_miou"] != "" for r in rows] == [False, True, True]  # epoch 2, and the last epoch
+    assert float(rows[-1]["val_miou"]) == pytest.approx(curve["miou"])  # the final scores are the validation scores
+    assert curve["miou"] == plain["miou"] and curve["final_train_loss"] == plain["final_train_loss"]  # scoring leaves training alone
+    assert "val_miou" not in metrics(tmp_path / "plain")[0]
+    with pytest.raises(VinyError, match="--eval-every"):
+        make_config("finetune", eval_every=5, split="nested")  # no validation images: the curve would score the test images
+
+
 def test_cluster_pseudo_labels_are_deterministic_and_cluster_the_tokens():
     import timm
 

@@ -176,6 +176,7 @@ class FinetuneConfig(TrainConfig):
     split: Literal["paper", "nested"] = "paper"
     split_seed: int = 42
     validation_size: int = 0  # > 0 (split nested): score on this many images from the end of the training pool instead of the test split, for choosing recipes without touching the test images
+    eval_every: int = 0  # > 0 (with validation_size): score the validation images every N epochs into metrics.csv (a learning curve)
     contrast: float = 0.3
     loss_quirk: bool = False  # authors' log_softmax over pixels before the CE (likely unintended)
 
@@ -185,6 +186,9 @@ class FinetuneConfig(TrainConfig):
         super().validate()
         if self.validation_size < 0 or (self.validation_size and self.split != "nested"):
             raise VinyError(f"invalid finetune option --validation-size {self.validation_size}: must be >= 0, and > 0 only with --split nested")
+        if self.eval_every < 0 or (self.eval_every and not self.validation_size):
+            raise VinyError(f"invalid finetune option --eval-every {self.eval_every}: must be >= 0, and > 0 only with --validation-size "
+                            "(the learning curve scores validation images, never the test images)")
         return self
 
 

@@ -5,6 +5,8 @@
     out_dir/
       config.json          the full configuration (+ device, precision, data summary)
       metrics.csv          one row per epoch: epoch, train_loss, lr, seconds
+                           (+ val_miou, val_pixel_accuracy, val_paper_miou every
+                           eval_every epochs: fine-tuning's validation learning curve)
       state.pt             resume checkpoint: model, optimizer, scheduler, epoch, history
       encoder.safetensors  the final encoder (head dropped) + encoder.json metadata
       model.safetensors    the final encoder + head (for ``viny evaluate``) + model.json
@@ -47,6 +49,7 @@ from viny.weights import load_user_encoder, save_weights
 __all__ = ["train", "epoch_generator", "init_encoder", "RESULTS", "STATE"]
 
 STATE = "state.pt"
+VALIDATION_CURVE = ("miou", "pixel_accuracy", "paper_miou")  # scores written as val_* columns with eval_every
 RESULTS = "results.json"
 
 
@@ -239,8 +242,12 @@ def train(config: TrainConfig, out_dir: str | Path, resume: bool = False, progre
                 bar.update()
                 bar.set_postfix(epoch=epoch + 1, loss=f"{value:.4f}")
             row = {"epoch": epoch + 1, "train_loss": total / n, "lr": lr_used, "seconds": round(time.perf_counter() - t0, 3)}
-            history.append(row)
             last = epoch + 1 == config.epochs
+            every = getattr(config, "eval_every", 0)
+            if every:  # the validation learning curve (finetune); empty cells between evaluations
+                scores = task.evaluate(model, device, amp) if last or (epoch + 1) % every == 0 else {}
+                row |= {f"val_{k}": scores.get(k) for k in VALIDATION_CURVE}
+            history.append(row)
             try:
                 if config.save_encoder_every and (epoch + 1) % config.save_encoder_every == 0:
                     # pre-training snapshots keep the decoder and mask token, so the reconstruction
