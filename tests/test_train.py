@@ -180,6 +180,10 @@ def test_validation_learning_curve_scores_every_n_epochs_without_changing_the_ru
     assert "val_miou" not in metrics(tmp_path / "plain")[0]
     with pytest.raises(VinyError, match="--eval-every"):
         make_config("finetune", eval_every=5, split="nested")  # no validation images: the curve would score the test images
+    with pytest.raises(VinyError, match="--eval-every"):
+        make_config("pretrain", eval_every=5)
+    T.train(make_config("intermediate", task="cls_intel", epochs=2, num_images=32, eval_every=1, **TINY), tmp_path / "cls", progress=False)
+    assert all(0 <= float(r["val_accuracy"]) <= 1 for r in metrics(tmp_path / "cls"))
 
 
 def test_cluster_pseudo_labels_are_deterministic_and_cluster_the_tokens():

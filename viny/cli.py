@@ -41,7 +41,7 @@ _HELP = {
     "split_seed": "seed of the train/test split of the Pets pool (paper: 42)",
     "cache_dir": "decoded-image cache folder (default: $VINY_CACHE or ~/.cache/viny)",
     "validation_size": "score on this many images from the end of the training pool instead of the test split (split nested), to choose settings without the test images",
-    "eval_every": "score the validation images (--validation-size) every N epochs: val_* columns in metrics.csv, a learning curve for choosing epochs",
+    "eval_every": "score the evaluation images every N epochs (val_* columns of metrics.csv, a learning curve); finetune: only with --validation-size",
     "heldout_data": "Intel Image Classification root whose seg_test images score the reconstruction yardstick (default: the shipped sample)",
     "heldout_images": "held-out images for the reconstruction yardstick",
 }

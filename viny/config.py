@@ -69,6 +69,7 @@ class TrainConfig:
     compile: bool | None = None  # torch.compile the training steps (inductor); None: only for runs of >= COMPILE_ABOVE image-steps, where its ~1 min compile pays
     checkpoint_every: int = 1  # epochs between resume checkpoints
     save_encoder_every: int = 0  # also keep encoder snapshots every N epochs (0: only the final one)
+    eval_every: int = 0  # intermediate, finetune: score the evaluation images every N epochs (val_* columns of metrics.csv, a learning curve); finetune only with validation_size
     eval_batch_size: int = 256
 
     phase = "base"
@@ -88,6 +89,8 @@ class TrainConfig:
             bad("warmup_epochs", f"must be in 0..epochs-1 ({self.epochs - 1}), got {self.warmup_epochs}")
         if list(self.milestones) != sorted(self.milestones):
             bad("milestones", f"must be increasing, got {list(self.milestones)}")
+        if self.eval_every < 0 or (self.eval_every and self.phase == "pretrain"):
+            bad("eval_every", f"must be >= 0, and 0 for pretrain (score pre-training snapshots with `viny select` or the yardstick), got {self.eval_every}")
         if self.init_from and self.init != "reference":
             bad("init", f"{self.init!r} sets up a random encoder; --init-from {self.init_from} gives the weights")
         for name, allowed in choices(type(self)).items():  # every Literal field, from its type
@@ -176,7 +179,6 @@ class FinetuneConfig(TrainConfig):
     split: Literal["paper", "nested"] = "paper"
     split_seed: int = 42
     validation_size: int = 0  # > 0 (split nested): score on this many images from the end of the training pool instead of the test split, for choosing recipes without touching the test images
-    eval_every: int = 0  # > 0 (with validation_size): score the validation images every N epochs into metrics.csv (a learning curve)
     contrast: float = 0.3
     loss_quirk: bool = False  # authors' log_softmax over pixels before the CE (likely unintended)
 
@@ -186,7 +188,7 @@ class FinetuneConfig(TrainConfig):
         super().validate()
         if self.validation_size < 0 or (self.validation_size and self.split != "nested"):
             raise VinyError(f"invalid finetune option --validation-size {self.validation_size}: must be >= 0, and > 0 only with --split nested")
-        if self.eval_every < 0 or (self.eval_every and not self.validation_size):
+        if self.eval_every and not self.validation_size:
             raise VinyError(f"invalid finetune option --eval-every {self.eval_every}: must be >= 0, and > 0 only with --validation-size "
                             "(the learning curve scores validation images, never the test images)")
         return self

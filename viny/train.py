@@ -5,8 +5,8 @@
     out_dir/
       config.json          the full configuration (+ device, precision, data summary)
       metrics.csv          one row per epoch: epoch, train_loss, lr, seconds
-                           (+ val_miou, val_pixel_accuracy, val_paper_miou every
-                           eval_every epochs: fine-tuning's validation learning curve)
+                           (+ val_* scores every eval_every epochs: a learning curve on
+                           the evaluation images; fine-tuning: the validation images)
       state.pt             resume checkpoint: model, optimizer, scheduler, epoch, history
       encoder.safetensors  the final encoder (head dropped) + encoder.json metadata
       model.safetensors    the final encoder + head (for ``viny evaluate``) + model.json
@@ -49,7 +49,6 @@ from viny.weights import load_user_encoder, save_weights
 __all__ = ["train", "epoch_generator", "init_encoder", "RESULTS", "STATE"]
 
 STATE = "state.pt"
-VALIDATION_CURVE = ("miou", "pixel_accuracy", "paper_miou")  # scores written as val_* columns with eval_every
 RESULTS = "results.json"
 
 
@@ -88,7 +87,8 @@ def lr_factor(config: TrainConfig, step: int, steps_per_epoch: int) -> float:
 def _write_metrics(path: Path, history: list[dict]) -> None:
     buf = io.StringIO()
     if history:
-        w = csv.DictWriter(buf, fieldnames=list(history[0]))
+        names = list(dict.fromkeys(k for row in history for k in row))  # rows without a curve's scores leave them empty
+        w = csv.DictWriter(buf, fieldnames=names)
         w.writeheader()
         w.writerows(history)
     atomic_write_text(path, buf.getvalue())
@@ -243,10 +243,8 @@ def train(config: TrainConfig, out_dir: str | Path, resume: bool = False, progre
                 bar.set_postfix(epoch=epoch + 1, loss=f"{value:.4f}")
             row = {"epoch": epoch + 1, "train_loss": total / n, "lr": lr_used, "seconds": round(time.perf_counter() - t0, 3)}
             last = epoch + 1 == config.epochs
-            every = getattr(config, "eval_every", 0)
-            if every:  # the validation learning curve (finetune); empty cells between evaluations
-                scores = task.evaluate(model, device, amp) if last or (epoch + 1) % every == 0 else {}
-                row |= {f"val_{k}": scores.get(k) for k in VALIDATION_CURVE}
+            if config.eval_every and (last or (epoch + 1) % config.eval_every == 0):  # a learning curve; empty cells between
+                row |= {f"val_{k}": v for k, v in task.evaluate(model, device, amp).items() if isinstance(v, float)}
             history.append(row)
             try:
                 if config.save_encoder_every and (epoch + 1) % config.save_encoder_every == 0:
