@@ -21,7 +21,7 @@ from viny.config import make_config
 from viny.data import augment as A
 from viny.diagnostics import diagnostic_images
 from viny.figures import pretraining_curve, selection_chart
-from viny.selection import downstream_along_pretraining, label_free_scores, selection_summary, selection_verdicts
+from viny.selection import DOWNSTREAM_CSV, SCORES_CSV, downstream_along_pretraining, label_free_scores, selection_summary, selection_verdicts
 from viny.tasks import heldout_images
 
 
@@ -42,12 +42,12 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     down = downstream_along_pretraining(args.run, out / "finetune", args.sizes, args.seeds, every=args.every, epochs=args.epochs,
                                         test_size=args.test_size, split="nested", data=str(root / "oxford-iiit-pet"))
-    down.to_csv(out / "downstream.csv", index=False)
+    down.to_csv(out / DOWNSTREAM_CSV, index=False)
     print((down.groupby(["epoch", "train_size"])["miou"].agg(["mean", "std", "count"]) * [100, 100, 1]).round(2).to_string())
     data = diagnostic_images(str(root / "oxford-iiit-pet"), args.images)
     held = A.normalize(A.to_float(heldout_images(make_config("pretrain"), str(root / "intel-image-classification"))))
     scores = label_free_scores(args.run, data, held, every=args.every)
-    scores.to_csv(out / "scores.csv", index=False)
+    scores.to_csv(out / SCORES_CSV, index=False)
     cols = [c for c in ("epoch", "dse", "m_inter", "m_intra", "m_dim", "effective_rank", "reconstruction_ratio", "probe_accuracy") if c in scores]
     print(scores[cols].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     import pandas as pd

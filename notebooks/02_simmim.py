@@ -27,6 +27,7 @@ seed: int = 0
 data_root: str = ""  # folder holding imagenet-subset/train (empty: the shipped sample)
 show_images: int = 4
 curve_run: str = ""  # a pre-training run folder with snapshots (--save-encoder-every): fine-tune from each (empty: skip)
+curve_results: str = ""  # or a measured curve to show: a folder with downstream.csv and scores.csv (benchmarks/along_pretraining.py), e.g. results/along_pretraining/simmim_9469
 curve_sizes: list = [100, 250]  # fine-tuning images for the curve along pre-training
 curve_seeds: int = 3
 curve_epochs: int = 50  # fine-tuning epochs of each curve run
@@ -102,16 +103,26 @@ print(f"ratio to the mean-colour predictor: {yardstick['ratio']:.3f} on {yardsti
 
 # %%
 from viny.figures import pretraining_curve
-from viny.selection import downstream_along_pretraining
+from viny.selection import downstream_along_pretraining, read_along_pretraining
+from viny.views import project_path
 
-if curve_run:
+curve_source = ""
+if curve_run and curve_results:
+    raise ValueError("give curve_run (fine-tune from its snapshots here) or curve_results (show a measured curve), not both")
+if curve_results:
+    runs, measured_scores = read_along_pretraining(project_path(curve_results))
+    curve_source = f"measured by benchmarks/along_pretraining.py, {curve_results} (not rerun here)"
+elif curve_run:
     pets = str(Path(data_root) / "oxford-iiit-pet") if data_root else None
     runs = downstream_along_pretraining(curve_run, out / "curve", curve_sizes, range(curve_seeds), epochs=curve_epochs,
                                         test_size=test_size, split="nested", data=pets, model=model)
+    curve_source = f"run {Path(curve_run).name}, fine-tuned here"
+if curve_source:
     runs.to_csv(out / FILES["pretraining_curve"], index=False)
+    print(curve_source)
     display(pretraining_curve(runs))
 else:
-    print("no curve_run given: pass a pre-training run folder with encoder snapshots to draw the curve")
+    print("no curve_run or curve_results given: pass a pre-training run folder with encoder snapshots, or a measured curve, to draw it")
 
 # %% [markdown]
 # ## Label-free checkpoint selection (DSE)
@@ -123,12 +134,14 @@ from viny.diagnostics import diagnostic_images
 from viny.figures import selection_chart
 from viny.selection import label_free_scores, selection_verdicts
 
-if curve_run:
-    scores = label_free_scores(curve_run, diagnostic_images(pets, 600, size=size), held)
+if curve_source:
+    scores = measured_scores if curve_results else label_free_scores(curve_run, diagnostic_images(pets, 600, size=size), held)
     scores.to_csv(out / FILES["selection_scores"], index=False)
-    display(selection_chart(scores, runs, curve_sizes[0]))
-    display(pd.concat([selection_verdicts(scores, runs, n) for n in curve_sizes], ignore_index=True))
+    sizes = sorted(int(n) for n in runs["train_size"].unique())
+    display(selection_chart(scores, runs, sizes[0]))
+    display(pd.concat([selection_verdicts(scores, runs, n) for n in sizes], ignore_index=True))
 
 # %%
 write_json(out / "metrics.json", {"pretrain_images": pretrain_images, "epochs": epochs or len(curve), "encoder_source": describe_encoder(encoder_path),
+                                   "curve_source": curve_source,
                                    **results, **{f"yardstick_{k}": v for k, v in yardstick.items()}})

@@ -29,3 +29,38 @@ def test_simmim_notebook_draws_the_curve_and_the_selection(tmp_path):
     assert list(scores["epoch"]) == [1, 2] and scores["dse"].notna().all() and scores["reconstruction_ratio"].notna().all()
     nb = (tmp_path / "out.ipynb").read_text()
     assert "DSE picks" in nb and "ratio to the mean-colour predictor" in nb
+
+
+def test_simmim_notebook_shows_a_measured_curve(tmp_path):
+    """curve_results: the committed measurement, shown and handed to the report, not recomputed."""
+    from viny.selection import read_along_pretraining
+
+    measured = Path(__file__).resolve().parents[1] / "results" / "along_pretraining" / "simmim_9469"
+    out = tmp_path / "cell"
+    pm.execute_notebook(jupytext.read(NOTEBOOK), str(tmp_path / "out.ipynb"), kernel_name="python3", language="python", progress_bar=False,
+                        cwd=str(NOTEBOOK.parent), parameters={
+                            "model": "viny_test", "pretrain_images": 32, "epochs": 1, "pretrain_source": "train", "show_images": 2,
+                            "curve_results": "results/along_pretraining/simmim_9469",  # relative to the project, from notebooks/
+                            "store_dir": str(tmp_path / "store"), "output_dir": str(out)})
+    import json
+
+    import pandas as pd
+
+    runs, scores = read_along_pretraining(measured)
+    pd.testing.assert_frame_equal(pd.read_csv(out / "pretraining_curve.csv"), runs)
+    pd.testing.assert_frame_equal(pd.read_csv(out / "selection_scores.csv"), scores)
+    assert "results/along_pretraining/simmim_9469" in json.loads((out / "metrics.json").read_text())["curve_source"]
+
+
+def test_a_measured_curve_folder_is_checked(tmp_path):
+    import pytest
+
+    from viny.errors import VinyError
+    from viny.selection import read_along_pretraining
+
+    with pytest.raises(VinyError, match="downstream.csv does not exist"):
+        read_along_pretraining(tmp_path)
+    (tmp_path / "downstream.csv").write_text("epoch,train_size,seed,miou\n0,100,0,0.4\n")
+    (tmp_path / "scores.csv").write_text("epoch,dse\n10,0.1\n")
+    with pytest.raises(VinyError, match="missing column.*effective_rank"):
+        read_along_pretraining(tmp_path)

@@ -228,10 +228,12 @@ def _pretraining_sections(table: pd.DataFrame, charts: dict) -> list[str]:
                   if (Path(d) / FILES["pretraining_curve"]).is_file()), None)
     if curve is not None:
         runs = pd.read_csv(curve)
+        source = next((str(v) for v in sim_rows.get("curve_source", []) if isinstance(v, str) and v), "")
         charts["pretraining_curve"] = pretraining_curve(runs).to_dict()
         sections.append("<h2>When does pre-training start to pay?</h2><div id='pretraining_curve' class='chart'></div>"
                         "<p class='note'>Dataset-level mIoU on the held-out images after fine-tuning from snapshots along one "
-                        "pre-training run; bars: 95 % t interval over seeds; dashed: random init.</p>")
+                        "pre-training run; bars: 95 % t interval over seeds; dashed: random init."
+                        + (f" Source: {html.escape(source)}." if source else "") + "</p>")
         scores_file = curve.parent / FILES["selection_scores"]
         if scores_file.is_file():
             scores = pd.read_csv(scores_file)

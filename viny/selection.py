@@ -37,7 +37,7 @@ from viny.stats import paired_difference
 from viny.train import train
 from viny.weights import load_encoder, load_simmim, load_weights, read_metadata, save_weights
 
-__all__ = ["snapshots", "label_free_scores", "downstream_along_pretraining", "kendall_tau_interval", "choose", "selection_summary",
+__all__ = ["DOWNSTREAM_CSV", "SCORES_CSV", "read_along_pretraining", "snapshots", "label_free_scores", "downstream_along_pretraining", "kendall_tau_interval", "choose", "selection_summary",
            "selection_verdicts", "SCORES", "select_snapshot"]
 
 # label-free scores (higher = predicted better), and the reference that uses labels
@@ -100,6 +100,29 @@ def downstream_along_pretraining(run_dir: str | Path, out_dir: str | Path, train
                     res = train(cfg, out, resume=(out / "state.pt").is_file(), progress=progress)
                 rows.append({"epoch": epoch, "train_size": n, "seed": seed, "miou": res["miou"], "paper_miou": res["paper_miou"]})
     return pd.DataFrame(rows)
+
+
+DOWNSTREAM_CSV = "downstream.csv"  # benchmarks/along_pretraining.py: one row per fine-tune (epoch 0: random init)
+SCORES_CSV = "scores.csv"  # the label-free scores of the same snapshots
+
+
+def read_along_pretraining(folder: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A measured curve along pre-training (``benchmarks/along_pretraining.py``'s output):
+    ``(downstream runs, label-free scores)``, checked for the columns the figures need."""
+    folder = Path(folder)
+    need = {DOWNSTREAM_CSV: {"epoch", "train_size", "seed", "miou"}, SCORES_CSV: {"epoch", "dse", "effective_rank"}}
+    tables = []
+    for name, cols in need.items():
+        path = folder / name
+        if not path.is_file():
+            raise VinyError(f"{path} does not exist: curve_results must be a folder written by benchmarks/along_pretraining.py "
+                            f"(with {DOWNSTREAM_CSV} and {SCORES_CSV})")
+        table = pd.read_csv(path)
+        missing = sorted(cols - set(table.columns))
+        if missing:
+            raise VinyError(f"{path}: missing column(s) {', '.join(missing)}; rewrite it with benchmarks/along_pretraining.py")
+        tables.append(table)
+    return tables[0], tables[1]
 
 
 def kendall_tau_interval(x: Sequence[float], y: Sequence[float], n_boot: int = 2000, seed: int = 0) -> dict[str, float]:

@@ -27,9 +27,22 @@ from viny.simmim import reconstruction_panels
 from viny.tasks import FinetuneTask
 
 __all__ = [
-    "repo_runs", "similarity_panel", "parameter_table", "patch_grid_image", "attention_maps", "reconstructions", "segmentation_examples",
+    "project_path", "repo_runs", "similarity_panel", "parameter_table", "patch_grid_image", "attention_maps", "reconstructions", "segmentation_examples",
     "heatmap_data", "write_json", "read_metrics_csv",
 ]
+
+
+def project_path(path: str | Path) -> Path:
+    """``path`` as given when absolute; a relative one is taken from the project folder when
+    the working directory is a project's ``notebooks/`` (as in JupyterLab and papermill
+    cells), else from the working directory: grids can name files of the repo the same
+    way from anywhere."""
+    p = Path(path).expanduser()
+    if p.is_absolute():
+        return p
+    cwd = Path.cwd()
+    base = cwd.parent if cwd.name == "notebooks" and (cwd.parent / "pyproject.toml").is_file() else cwd
+    return base / p
 
 
 def repo_runs(*parts: str) -> Path:
@@ -41,9 +54,7 @@ def repo_runs(*parts: str) -> Path:
 
     if os.environ.get("VINY_RUNS"):
         return Path(os.environ["VINY_RUNS"]).expanduser().joinpath(*parts)
-    cwd = Path.cwd()
-    base = cwd.parent if cwd.name == "notebooks" and (cwd.parent / "pyproject.toml").is_file() else cwd
-    return base.joinpath("runs", *parts)
+    return project_path(Path("runs", *parts))
 
 
 def write_json(path: str | Path, obj) -> Path:
