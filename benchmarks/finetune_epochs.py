@@ -93,24 +93,22 @@ def main() -> None:
     table = ends.groupby(["schedule", "encoder", "train_size"])["val_miou"].agg(["mean", "std"]).round(2)
     print(table.to_string())
 
-    def paired(a: pd.DataFrame, b: pd.DataFrame) -> dict:
-        return paired_difference(a.sort_values("seed")["val_miou"].to_numpy(), b.sort_values("seed")["val_miou"].to_numpy())
+    def scores(enc: str, n: int, epochs: int):
+        """Final validation mIoU of ``enc`` at ``n`` images with ``epochs``, ordered by seed."""
+        return ends[(ends.encoder == enc) & (ends.train_size == n) & (ends.schedule == epochs)].sort_values("seed")["val_miou"].to_numpy()
 
     base = label(args.encoders[0])
     print()
     for enc in [label(e) for e in args.encoders[1:]]:
         for n in args.sizes:
             for epochs in args.schedules:
-                sel = lambda e: ends[(ends.encoder == e) & (ends.train_size == n) & (ends.schedule == epochs)]  # noqa: E731
-                d = paired(sel(enc), sel(base))
+                d = paired_difference(scores(enc, n, epochs), scores(base, n, epochs))
                 print(f"{enc} minus {base}, {n} images, {epochs} epochs: {d['mean']:+.2f} [{d['lo']:+.2f}, {d['hi']:+.2f}] points")
     enough = []
     for epochs in args.schedules:
-        diffs = [paired(ends[(ends.encoder == label(e)) & (ends.train_size == n) & (ends.schedule == epochs)],
-                        ends[(ends.encoder == label(e)) & (ends.train_size == n) & (ends.schedule == longest)])["mean"]
-                 for e in args.encoders for n in args.sizes]
-        print(f"{epochs} epochs minus {longest}: worst paired mean {min(diffs):+.2f} points over encoders and sizes")
-        if min(diffs) >= -args.tolerance:
+        worst = min(paired_difference(scores(label(e), n, epochs), scores(label(e), n, longest))["mean"] for e in args.encoders for n in args.sizes)
+        print(f"{epochs} epochs minus {longest}: worst paired mean {worst:+.2f} points over encoders and sizes")
+        if worst >= -args.tolerance:
             enough.append(epochs)
     chosen = min(enough)
     print(f"\nshortest schedule within {args.tolerance} points of the {longest}-epoch one for every encoder and size: {chosen} epochs")

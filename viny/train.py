@@ -215,6 +215,7 @@ def train(config: TrainConfig, out_dir: str | Path, resume: bool = False, progre
         except OSError as e:
             raise write_error(out / "config.json", e) from None
 
+    final = None  # the final evaluation, when the learning curve already scored the last epoch
     bar = tqdm(total=config.epochs * steps, initial=start * steps, desc=f"{config.phase}", disable=not progress, unit="step", dynamic_ncols=True)
     try:
         for epoch in range(start, config.epochs):
@@ -244,7 +245,8 @@ def train(config: TrainConfig, out_dir: str | Path, resume: bool = False, progre
             row = {"epoch": epoch + 1, "train_loss": total / n, "lr": lr_used, "seconds": round(time.perf_counter() - t0, 3)}
             last = epoch + 1 == config.epochs
             if config.eval_every and (last or (epoch + 1) % config.eval_every == 0):  # a learning curve; empty cells between
-                row |= {f"val_{k}": v for k, v in task.evaluate(model, device, amp).items() if isinstance(v, float)}
+                final = task.evaluate(model, device, amp)  # the last epoch's scores are the run's results
+                row |= {f"val_{k}": v for k, v in final.items() if isinstance(v, float)}
             history.append(row)
             try:
                 if config.save_encoder_every and (epoch + 1) % config.save_encoder_every == 0:
@@ -259,7 +261,9 @@ def train(config: TrainConfig, out_dir: str | Path, resume: bool = False, progre
     finally:
         bar.close()
 
-    results = {"phase": config.phase, **task.evaluate(model, device, amp), "final_train_loss": history[-1]["train_loss"], "epochs": config.epochs}
+    if final is None:  # no curve, or a finished run resumed
+        final = task.evaluate(model, device, amp)
+    results = {"phase": config.phase, **final, "final_train_loss": history[-1]["train_loss"], "epochs": config.epochs}
     meta = {"phase": config.phase, "epoch": config.epochs, "metrics": results, "config": config.to_dict()}
     try:
         save_weights(model.encoder, out / "encoder.safetensors", **meta)
