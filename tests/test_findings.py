@@ -132,3 +132,26 @@ def test_position_prior_pairs_random_init_with_its_control_by_seed():
     assert prior.loc[0, "hi"] - prior.loc[0, "mean"] == pytest.approx(half, rel=1e-3)
     assert prior.loc[0, "verdict"] == "inconclusive"
     assert position_prior(pd.DataFrame(rows[:2])).empty  # no control cells: nothing to say
+
+
+def test_pretraining_gain_pairs_each_encoder_with_random_init_by_seed():
+    """Encoder minus random init, per size, by seed: at 100 images the differences are 5 and 7
+    points (mean 6, interval 6 ± 12.706 x 1.414 / sqrt(2) = 6 ± 12.706); at 400 both are 1 point
+    (std 0: interval [1, 1], supported). Intermediate-stage cells and the control are left out."""
+    from viny.findings import pretraining_gain
+
+    def row(study, p, inter, n, seed, m):
+        return {"study": study, "status": "done", "pretrain_images": p, "intermediate": inter, "train_size": n, "seed": seed, "miou": m}
+
+    rows = [row("finetune", 0, "none", 100, 0, 0.40), row("finetune", 0, "none", 100, 1, 0.41),
+            row("finetune", 9469, "none", 100, 0, 0.45), row("finetune", 9469, "none", 100, 1, 0.48),
+            row("finetune", 0, "none", 400, 0, 0.50), row("finetune", 0, "none", 400, 1, 0.52),
+            row("finetune", 9469, "none", 400, 0, 0.51), row("finetune", 9469, "none", 400, 1, 0.53),
+            row("finetune", 9469, "cls_intel", 100, 0, 0.10), row("control", 0, "none", 100, 0, 0.90)]
+    gain = pretraining_gain(pd.DataFrame(rows)).set_index("train_size")
+    assert list(gain.index) == [100, 400] and set(gain["pretrain_images"]) == {9469}
+    assert gain.loc[100, "mean"] == pytest.approx(6.0) and gain.loc[100, "hi"] - 6.0 == pytest.approx(12.706, rel=1e-3)
+    assert gain.loc[100, "verdict"] == "inconclusive"
+    assert gain.loc[400, "mean"] == pytest.approx(1.0) and gain.loc[400, "lo"] == pytest.approx(1.0)
+    assert gain.loc[400, "verdict"] == "supported"
+    assert pretraining_gain(pd.DataFrame(rows[2:4])).empty  # no random init: nothing to compare with

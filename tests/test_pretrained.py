@@ -147,6 +147,22 @@ def test_publish_copies_report_and_tables(tmp_path):
         run_demo(tmp_path / "out", scale="staged")
 
 
+def test_publish_writes_the_computed_gain_and_control_tables(tmp_path):
+    from viny.demo import publish
+
+    grid = tmp_path / "staged"
+    grid.mkdir()
+    (grid / "report.html").write_text("<html>report</html>")
+    base = {"status": "done", "intermediate": "none", "train_size": 100, "output_dir": "/abs"}
+    rows = [{**base, "study": "finetune", "cell": f"p{p}s{s}", "pretrain_images": p, "seed": s, "miou": m}
+            for p, s, m in ((0, 0, 0.40), (0, 1, 0.41), (9469, 0, 0.45), (9469, 1, 0.48))]
+    rows += [{**base, "study": "control", "cell": f"c{s}", "pretrain_images": 0, "seed": s, "miou": 0.38} for s in (0, 1)]
+    pd.DataFrame(rows).to_parquet(grid / "results.parquet")
+    text = (publish(grid, tmp_path / "out") / "README.md").read_text()
+    assert "| 9,469 | 100 | +6.00 [-6.71, +18.71] (n=2) | inconclusive |" in text  # differences 5 and 7 points
+    assert "| 100 | +2.50 [-3.85, +8.85] (n=2) | inconclusive |" in text  # 40 - 38 and 41 - 38 points
+
+
 def test_a_published_report_names_the_data_root_not_its_path():
     from viny.report import _scale_description
 

@@ -67,3 +67,17 @@ def test_selection_verdicts_and_chart():
     assert v.loc["DSE picks a better checkpoint than effective rank", "verdict"] == "supported"
     spec = selection_chart(scores, down, 100).to_dict()
     assert len(spec["vconcat"]) == 2
+
+
+def test_snapshots_every_and_at(tmp_path):
+    from viny.errors import VinyError
+    from viny.selection import snapshots
+
+    (tmp_path / "checkpoints").mkdir()
+    for e in (10, 20, 30, 40):
+        (tmp_path / "checkpoints" / f"encoder_epoch{e:04d}.safetensors").touch()
+    assert [e for e, _ in snapshots(tmp_path)] == [10, 20, 30, 40]
+    assert [e for e, _ in snapshots(tmp_path, every=20)] == [20, 40]
+    assert [e for e, _ in snapshots(tmp_path, at=[40, 10, 30])] == [10, 30, 40]
+    with pytest.raises(VinyError, match=r"no encoder snapshot for epoch\(s\) \[50\]"):
+        snapshots(tmp_path, at=[10, 50])

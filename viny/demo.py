@@ -55,7 +55,7 @@ def publish(grid_out: str | Path, dest: str | Path, command: str = "") -> Path:
     import shutil
 
     from viny.files import atomic_write_text
-    from viny.findings import findings, findings_markdown
+    from viny.findings import findings, findings_markdown, format_interval, position_prior, pretraining_gain
     from viny.report import _git_commit
 
     grid_out, dest = Path(grid_out), Path(dest)
@@ -73,6 +73,17 @@ def publish(grid_out: str | Path, dest: str | Path, command: str = "") -> Path:
     done = table["status"].eq("done").sum()
     needed = {"study", "output_dir", "pretrain_images", "intermediate", "train_size", "seed"}
     verdicts = findings_markdown(findings(table, grid_out)) if needed <= set(table) else "(this grid has no fine-tuning study to judge)"
+    extra = ""
+    if needed <= set(table):
+        gain, prior = pretraining_gain(table), position_prior(table)
+        if len(gain):
+            extra += ("\n## Pre-training gain over random init\n\nmIoU points, encoder (no intermediate stage) minus random init, "
+                      "paired by seed, 95 % t interval:\n\n| pre-training images | fine-tuning images | gain | verdict |\n|---|---|---|---|\n"
+                      + "".join(f"| {r.pretrain_images:,} | {r.train_size} | {format_interval(r._asdict())} | {r.verdict} |\n" for r in gain.itertuples()))
+        if len(prior):
+            extra += ("\n## Baseline control\n\nRandom init (the authors' N(0,1) position embeddings) minus the control (timm init, "
+                      "positions with std 0.02), mIoU points, paired by seed:\n\n| fine-tuning images | difference | verdict |\n|---|---|---|\n"
+                      + "".join(f"| {r.train_size} | {format_interval(r._asdict())} | {r.verdict} |\n" for r in prior.itertuples()))
     atomic_write_text(dest / "README.md", f"""# Reference results: {grid_out.name}
 
 Made by `{command or 'viny demo --scale ' + grid_out.name + ' --data-root PATH --publish ' + str(dest)}`
@@ -86,7 +97,7 @@ at commit {commit}, {done} of {len(table)} grid cells done.
 ## The paper's findings at this scale (computed from the results, as in the report)
 
 {verdicts}
-""")
+{extra}""")
     return dest
 
 

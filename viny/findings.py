@@ -20,7 +20,7 @@ import pandas as pd
 from viny.stats import mean_interval, paired_difference
 from viny.study import FILES, GEOMETRY, INTERMEDIATE_TASKS, PRETRAINED, control_rows, finetune_rows, study_rows
 
-__all__ = ["findings", "findings_markdown", "CLAIMS", "interval_verdict", "format_interval", "position_prior"]
+__all__ = ["findings", "findings_markdown", "CLAIMS", "interval_verdict", "format_interval", "position_prior", "pretraining_gain"]
 
 CLAIMS = {
     "pretraining_small_data": "Pre-training helps most when fine-tuning data is small.",
@@ -217,6 +217,25 @@ def position_prior(table: pd.DataFrame, metric: str = "miou") -> pd.DataFrame:
         small = 100 * ctrl[ctrl["train_size"] == n].groupby("seed")[metric].mean()
         iv = paired_difference(ref, small)
         rows.append({"train_size": int(n), **iv, "verdict": interval_verdict(iv)})
+    return pd.DataFrame(rows)
+
+
+def pretraining_gain(table: pd.DataFrame, metric: str = "miou") -> pd.DataFrame:
+    """What pre-training gives over viny's random init, per pre-training and fine-tuning size:
+    mIoU of the pre-trained encoder (no intermediate stage) minus that of random init, paired
+    by seed, in points (``pretrain_images, train_size, mean, lo, hi, n, verdict``; supported =
+    pre-training helps). Empty when the grid lacks random init or pre-trained cells."""
+    ft = finetune_rows(table) if "study" in table else table
+    if "init" in ft:
+        ft = ft[ft["init"] == "reference"]
+    rows = []
+    if 0 not in set(ft["pretrain_images"]):
+        return pd.DataFrame(rows)
+    for p in sorted(v for v in ft["pretrain_images"].unique() if v > 0):
+        for n in sorted(ft[(ft["pretrain_images"] == p) & (ft["intermediate"] == "none")]["train_size"].unique()):
+            iv = paired_difference(_miou(ft, p, "none", n, metric), _miou(ft, 0, "none", n, metric))
+            if iv["n"]:
+                rows.append({"pretrain_images": int(p), "train_size": int(n), **iv, "verdict": interval_verdict(iv)})
     return pd.DataFrame(rows)
 
 

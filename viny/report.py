@@ -24,7 +24,7 @@ import pandas as pd
 from viny.errors import VinyError
 from viny.figures import cosine_chart, heatmap_explorer, intermediate_delta, miou_vs_size, pretraining_curve, selection_chart
 from viny.files import atomic_write_text
-from viny.findings import findings, format_interval, position_prior
+from viny.findings import findings, format_interval, position_prior, pretraining_gain
 from viny.grid import load_grid
 from viny.paper import comparison_table, diagnostics_table
 from viny.selection import selection_verdicts
@@ -140,6 +140,19 @@ def _encoders_section(ft: pd.DataFrame) -> list[str]:
     return sections
 
 
+def _gain_note(table: pd.DataFrame) -> str:
+    """What each pre-trained encoder gives over random init at each fine-tuning size, under Fig. 3."""
+    gain = pretraining_gain(table)
+    if not len(gain):
+        return ""
+    rows = "".join(f"<tr><td>{r.pretrain_images:,}</td><td>{r.train_size}</td><td>{html.escape(format_interval(r._asdict()))}</td>"
+                   f"<td class='{r.verdict}'>{'helps' if r.verdict == 'supported' else 'hurts' if r.verdict == 'contradicted' else 'inconclusive'}</td></tr>"
+                   for r in gain.itertuples())
+    return ("<p class='note'><b>Pre-training gain.</b> mIoU of each pre-trained encoder (no intermediate stage) minus random init's, "
+            "paired by seed, in points with the 95 % t interval:</p><table class='text'><tr><th>pre-training images</th>"
+            f"<th>fine-tuning images</th><th>gain (points)</th><th>verdict</th></tr>{rows}</table>")
+
+
 def _control_note(table: pd.DataFrame) -> str:
     """The baseline's control under Fig. 3, as computed paired differences."""
     prior = position_prior(table)
@@ -161,7 +174,8 @@ def _finetune_sections(ft: pd.DataFrame, charts: dict, table: pd.DataFrame | Non
         table = table if table is not None else ft
         charts["fig3"] = miou_vs_size(ft, control=control_rows(table)).to_dict()
         sections.append("<h2>Pre-training and fine-tuning data (Fig. 3)</h2><div id='fig3' class='chart'></div>"
-                        "<p class='note'>Dataset-level mIoU on the held-out images; band: ±1 std over seeds.</p>" + _control_note(table))
+                        "<p class='note'>Dataset-level mIoU on the held-out images; band: ±1 std over seeds.</p>"
+                        + _gain_note(table) + _control_note(table))
         if set(ft["intermediate"]) >= {"none", "cls_intel"}:
             charts["fig4"] = intermediate_delta(ft).to_dict()
             sections.append("<h2>Intermediate CLS fine-tuning (Fig. 4)</h2><div id='fig4' class='chart'></div>"

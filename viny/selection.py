@@ -45,11 +45,16 @@ SCORES = {"dse": "DSE (adaptive lambda)", "effective_rank": "effective rank (Ran
           "last": "take the last checkpoint"}
 
 
-def snapshots(run_dir: str | Path, every: int = 1) -> list[tuple[int, Path]]:
+def snapshots(run_dir: str | Path, every: int = 1, at: Sequence[int] | None = None) -> list[tuple[int, Path]]:
     """``[(epoch, path)]`` of a run's encoder snapshots, by epoch (with ``every``: only
-    epochs that are multiples of it)."""
+    epochs that are multiples of it; with ``at``: exactly those epochs, each of which must exist)."""
     paths = Path(run_dir).glob("checkpoints/encoder_epoch*.safetensors")
     out = sorted((int(re.findall(r"\d+", p.stem)[-1]), p) for p in paths)
+    if at is not None:
+        missing = sorted(set(at) - {e for e, _ in out})
+        if missing:
+            raise VinyError(f"{run_dir}/checkpoints has no encoder snapshot for epoch(s) {missing}; it has {[e for e, _ in out]}")
+        out = [(e, p) for e, p in out if e in set(at)]
     out = [(e, p) for e, p in out if e % every == 0]
     if len(out) < 2:
         raise VinyError(f"{run_dir} has {len(out)} encoder snapshot(s); pre-train with --save-encoder-every N to get a trajectory")
@@ -57,13 +62,14 @@ def snapshots(run_dir: str | Path, every: int = 1) -> list[tuple[int, Path]]:
 
 
 def label_free_scores(run_dir: str | Path, data, heldout: torch.Tensor | None = None, dse_images: int = 512,
-                      device: str = "auto", precision: str = "auto", seed: int = 0, every: int = 1) -> pd.DataFrame:
+                      device: str = "auto", precision: str = "auto", seed: int = 0, every: int = 1,
+                      at: Sequence[int] | None = None) -> pd.DataFrame:
     """One row per snapshot: ``epoch``, DSE parts and ``dse`` (adaptive lambda across the
     snapshots), ``effective_rank`` (of up to 4,096 patch tokens), ``probe_accuracy`` (uses
     labels: reference only) and, with ``heldout`` (normalised images), ``reconstruction_ratio``."""
 
     rows = []
-    for epoch, path in snapshots(run_dir, every):
+    for epoch, path in snapshots(run_dir, every, at):
         enc = load_encoder(path)
         toks = layer_tokens(enc, data.images, device=device, precision=precision)[len(enc.blocks)]
         row = {"epoch": epoch, **diagnose(toks, data, dse_images, seed)}
@@ -81,13 +87,13 @@ def label_free_scores(run_dir: str | Path, data, heldout: torch.Tensor | None = 
 
 def downstream_along_pretraining(run_dir: str | Path, out_dir: str | Path, train_sizes: Sequence[int] = (100, 250),
                                  seeds: Sequence[int] = (0, 1, 2), random_init: bool = True, progress: bool = False,
-                                 every: int = 1, **finetune) -> pd.DataFrame:
+                                 every: int = 1, at: Sequence[int] | None = None, **finetune) -> pd.DataFrame:
     """Fine-tune from every snapshot (and from random init) at each size and seed:
     one row per run with ``epoch`` (0: random init), ``train_size``, ``seed`` and the scores.
     ``finetune`` holds the fine-tuning options (e.g. ``epochs``, ``data``, ``test_size``,
     ``split``). Runs are kept in ``out_dir`` and reused, so the call can be repeated."""
 
-    starts = ([(0, None)] if random_init else []) + [(e, str(p)) for e, p in snapshots(run_dir, every)]
+    starts = ([(0, None)] if random_init else []) + [(e, str(p)) for e, p in snapshots(run_dir, every, at)]
     rows = []
     for epoch, init in starts:
         for n in train_sizes:
