@@ -27,7 +27,7 @@ seed: int = 0
 data_root: str = ""  # folder holding imagenet-subset/train (empty: the shipped sample)
 show_images: int = 4
 curve_run: str = ""  # a pre-training run folder with snapshots (--save-encoder-every): fine-tune from each (empty: skip)
-curve_results: str = ""  # or a measured curve to show: a folder with downstream.csv and scores.csv (benchmarks/along_pretraining.py), e.g. results/along_pretraining/simmim_9469
+curve_results: str = ""  # or a measured curve to show: a folder with downstream.csv and scores.csv (benchmarks/along_pretraining.py), e.g. results/along_pretraining/simmim_9469 or .../simmim_{pretrain_images}
 curve_sizes: list = [100, 250]  # fine-tuning images for the curve along pre-training
 curve_seeds: int = 3
 curve_epochs: int = 50  # fine-tuning epochs of each curve run
@@ -103,13 +103,14 @@ print(f"ratio to the mean-colour predictor: {yardstick['ratio']:.3f} on {yardsti
 
 # %%
 from viny.figures import pretraining_curve
-from viny.selection import downstream_along_pretraining, read_along_pretraining
+from viny.selection import curve_folder, downstream_along_pretraining, read_along_pretraining
 from viny.views import project_path
 
 curve_source = ""
 if curve_run and curve_results:
     raise ValueError("give curve_run (fine-tune from its snapshots here) or curve_results (show a measured curve), not both")
 if curve_results:
+    curve_results = curve_folder(curve_results, pretrain_images)
     runs, measured_scores = read_along_pretraining(project_path(curve_results))
     curve_source = f"measured by benchmarks/along_pretraining.py, {curve_results} (not rerun here)"
 elif curve_run:

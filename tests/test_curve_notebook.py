@@ -64,3 +64,38 @@ def test_a_measured_curve_folder_is_checked(tmp_path):
     (tmp_path / "scores.csv").write_text("epoch,dse\n10,0.1\n")
     with pytest.raises(VinyError, match="missing column.*effective_rank"):
         read_along_pretraining(tmp_path)
+
+
+def test_curve_folder_fills_in_the_pretraining_size():
+    import pytest
+
+    from viny.errors import VinyError
+    from viny.selection import curve_folder
+
+    assert curve_folder("results/along_pretraining/simmim_{pretrain_images}", 4734) == "results/along_pretraining/simmim_4734"
+    assert curve_folder("results/along_pretraining/simmim_9469", 4734) == "results/along_pretraining/simmim_9469"
+    with pytest.raises(VinyError, match=r"invalid curve_results .*\{pretrain_images\}"):
+        curve_folder("results/simmim_{images}", 4734)
+
+
+def test_the_report_shows_one_curve_and_selection_per_pretraining_run(tmp_path):
+    """Two SimMIM cells with measured curves: two curve charts and two selection tables, by size."""
+    import pandas as pd
+
+    from viny.report import _pretraining_sections
+    from viny.selection import read_along_pretraining
+    from viny.study import FILES
+
+    runs, scores = read_along_pretraining(Path(__file__).resolve().parents[1] / "results" / "along_pretraining" / "simmim_9469")
+    rows = []
+    for images in (9469, 2368):
+        cell = tmp_path / str(images)
+        cell.mkdir()
+        runs.to_csv(cell / FILES["pretraining_curve"], index=False)
+        scores.to_csv(cell / FILES["selection_scores"], index=False)
+        rows.append({"study": "simmim", "status": "done", "output_dir": str(cell), "pretrain_images": images, "curve_source": f"curve {images}"})
+    charts: dict = {}
+    html = "".join(_pretraining_sections(pd.DataFrame(rows), charts))
+    assert set(charts) == {"pretraining_curve_2368", "pretraining_curve_9469", "selection_2368", "selection_9469"}
+    assert html.index("(2,368 pre-training images)") < html.index("(9,469 pre-training images)")
+    assert html.count("DSE picks") >= 2 and "Source: curve 2368." in html

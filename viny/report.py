@@ -238,25 +238,30 @@ def _pretraining_sections(table: pd.DataFrame, charts: dict) -> list[str]:
     """Downstream mIoU along pre-training and SimMIM reconstructions (Fig. 2)."""
     sections: list[str] = []
     sim_rows = study_rows(table, SIMMIM)
-    curve = next((Path(d) / FILES["pretraining_curve"] for d in sim_rows.get("output_dir", [])
-                  if (Path(d) / FILES["pretraining_curve"]).is_file()), None)
-    if curve is not None:
-        runs = pd.read_csv(curve)
-        source = next((str(v) for v in sim_rows.get("curve_source", []) if isinstance(v, str) and v), "")
-        charts["pretraining_curve"] = pretraining_curve(runs).to_dict()
-        sections.append("<h2>When does pre-training start to pay?</h2><div id='pretraining_curve' class='chart'></div>"
+    with_curve = [r for _, r in sim_rows.iterrows() if (Path(r["output_dir"]) / FILES["pretraining_curve"]).is_file()]
+    if "pretrain_images" in sim_rows:
+        with_curve.sort(key=lambda r: r["pretrain_images"])
+    for r in with_curve:  # one curve per pre-training run the grid shows
+        folder = Path(r["output_dir"])
+        runs = pd.read_csv(folder / FILES["pretraining_curve"])
+        source = str(r.get("curve_source", "") or "")
+        images = int(r["pretrain_images"]) if pd.notna(r.get("pretrain_images")) else None
+        which = f" ({images:,} pre-training images)" if len(with_curve) > 1 and images else ""
+        key = f"_{images}" if len(with_curve) > 1 and images else ""
+        charts[f"pretraining_curve{key}"] = pretraining_curve(runs).to_dict()
+        sections.append(f"<h2>When does pre-training start to pay?{which}</h2><div id='pretraining_curve{key}' class='chart'></div>"
                         "<p class='note'>Dataset-level mIoU on the held-out images after fine-tuning from snapshots along one "
                         "pre-training run; bars: 95 % t interval over seeds; dashed: random init."
-                        + (f" Source: {html.escape(source)}." if source else "") + "</p>")
-        scores_file = curve.parent / FILES["selection_scores"]
+                        + (f" Source: {html.escape(source)}." if source and source != "nan" else "") + "</p>")
+        scores_file = folder / FILES["selection_scores"]
         if scores_file.is_file():
             scores = pd.read_csv(scores_file)
             size = int(runs["train_size"].min())
-            charts["selection"] = selection_chart(scores, runs, size).to_dict()
+            charts[f"selection{key}"] = selection_chart(scores, runs, size).to_dict()
             verdicts = pd.concat([selection_verdicts(scores, runs, int(n)) for n in sorted(runs["train_size"].unique())], ignore_index=True)
             rows = "".join(f"<tr><td>{html.escape(r.claim)}</td><td class='{r.verdict}'>{r.verdict}</td><td>{html.escape(r.evidence)}</td></tr>"
                            for r in verdicts.itertuples())
-            sections.append("<h2>Label-free checkpoint selection (DSE)</h2><div id='selection' class='chart'></div>"
+            sections.append(f"<h2>Label-free checkpoint selection (DSE){which}</h2><div id='selection{key}' class='chart'></div>"
                             "<p class='note'>The same snapshots scored without labels; rings: the epoch each score picks.</p>"
                             f"<table class='text'><tr><th>claim</th><th>verdict</th><th>evidence</th></tr>{rows}</table>")
     if len(sim_rows):

@@ -37,7 +37,7 @@ from viny.stats import paired_difference
 from viny.train import train
 from viny.weights import load_encoder, load_simmim, load_weights, read_metadata, save_weights
 
-__all__ = ["DOWNSTREAM_CSV", "SCORES_CSV", "read_along_pretraining", "snapshots", "label_free_scores", "downstream_along_pretraining", "kendall_tau_interval", "choose", "selection_summary",
+__all__ = ["DOWNSTREAM_CSV", "SCORES_CSV", "curve_folder", "read_along_pretraining", "snapshots", "label_free_scores", "downstream_along_pretraining", "kendall_tau_interval", "choose", "selection_summary",
            "selection_verdicts", "SCORES", "select_snapshot"]
 
 # label-free scores (higher = predicted better), and the reference that uses labels
@@ -110,6 +110,15 @@ def downstream_along_pretraining(run_dir: str | Path, out_dir: str | Path, train
 
 DOWNSTREAM_CSV = "downstream.csv"  # benchmarks/along_pretraining.py: one row per fine-tune (epoch 0: random init)
 SCORES_CSV = "scores.csv"  # the label-free scores of the same snapshots
+
+
+def curve_folder(curve_results: str, pretrain_images: int) -> str:
+    """``curve_results`` with ``{pretrain_images}`` filled in, so one grid study can show the
+    measured curve of each pre-training size (``results/along_pretraining/simmim_{pretrain_images}``)."""
+    try:
+        return curve_results.format(pretrain_images=pretrain_images)
+    except (KeyError, IndexError, ValueError) as e:
+        raise VinyError(f"invalid curve_results {curve_results!r}: the only placeholder it may hold is {{pretrain_images}} ({e})") from None
 
 
 def read_along_pretraining(folder: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
