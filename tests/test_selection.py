@@ -81,3 +81,22 @@ def test_snapshots_every_and_at(tmp_path):
     assert [e for e, _ in snapshots(tmp_path, at=[40, 10, 30])] == [10, 30, 40]
     with pytest.raises(VinyError, match=r"no encoder snapshot for epoch\(s\) \[50\]"):
         snapshots(tmp_path, at=[10, 50])
+
+
+def test_selection_across_runs_agrees_with_each_runs_selection_table():
+    """benchmarks/selection_across_runs.py on the committed 9.5k curve: the picks and regrets of its selection.csv."""
+    import importlib.util
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("across", root / "benchmarks" / "selection_across_runs.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    folder = root / "results" / "along_pretraining" / "simmim_9469"
+    table = mod.across_runs([folder])
+    ref = pd.read_csv(folder / "selection.csv").set_index("score")
+    row = table.iloc[0]
+    assert row["run"] == "simmim_9469" and row["train_size"] == 100 and row["snapshots"] == 10
+    for s in ("dse", "effective_rank", "last"):
+        assert row[f"{s}_epoch"] == ref.loc[s, "picks_epoch"] and row[f"{s}_regret"] == pytest.approx(ref.loc[s, "regret"])
+    assert "| simmim_9469 | 100 | 10 | 90 | 10 (-5.06) |" in mod.markdown(table)
