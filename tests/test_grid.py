@@ -55,9 +55,10 @@ def test_expand_injects_only_declared_parameters(tmp_path):
     assert cells[0].id == "x=1,label=p"
 
 
-def test_local_grid_is_fault_tolerant_and_resumable(tmp_path):
+def test_local_grid_is_fault_tolerant_and_resumable(tmp_path, capfd):
     grid = load_grid(make_grid(tmp_path))
     table = run_grid(grid, quiet=True)
+    assert "without encryption" not in capfd.readouterr().err  # kernels start with CurveZMQ keys: no warning per cell
     assert table.set_index("x")["status"].to_dict() == {1: "done", 2: "failed", 3: "done"}
     assert table.set_index("x").loc[3, "y"] == 9 and table.set_index("x").loc[3, "nested.z"] == 4
     failed = table.set_index("x").loc[2]
@@ -171,3 +172,27 @@ def test_miou_vs_size_draws_the_random_init_control():
     spec = miou_vs_size(ft, control=control).to_dict()
     labels = {row["pretrain"] for row in next(iter(spec["datasets"].values()))}
     assert labels == {"none", "9,469", RANDOM_INIT_SMALL_POSITIONS}
+
+
+def test_finished_cells_exported_and_imported_elsewhere_are_not_run_again(tmp_path):
+    from viny.grid import export_cells, import_cells
+
+    grid = load_grid(make_grid(tmp_path))
+    run_grid(grid, quiet=True)
+    (grid.out / "cells" / "s" / "x=1" / "runs").mkdir()
+    (grid.out / "cells" / "s" / "x=1" / "runs" / "weights.bin").write_bytes(b"0" * 100)
+    assert export_cells(grid, tmp_path / "published") == 2  # x=2 failed: not exported
+    assert sorted(p.name for p in (tmp_path / "published" / "s" / "x=1").iterdir()) == ["metrics.json", "notebook.ipynb", "status.json"]
+    assert not (tmp_path / "published" / "s" / "x=2").exists()
+
+    other = load_grid(make_grid(tmp_path), out=tmp_path / "elsewhere")
+    assert import_cells(other, tmp_path / "published") == 2
+    assert [cell_status(c) for c in expand(other)["s"]] == ["done", "pending", "done"]
+    table = run_grid(other, quiet=True)  # runs only x=2 (which fails again)
+    assert table.set_index("x")["status"].to_dict() == {1: "done", 2: "failed", 3: "done"}
+    assert table.set_index("x").loc[3, "y"] == 9
+    assert import_cells(other, tmp_path / "published") == 0  # done cells are not overwritten
+
+    (tmp_path / "published" / "s" / "x=1" / "status.json").write_text("{not json")
+    with pytest.raises(VinyError, match=r"x=1/status.json is not valid JSON.*delete that cell folder"):
+        import_cells(load_grid(make_grid(tmp_path), out=tmp_path / "third"), tmp_path / "published")

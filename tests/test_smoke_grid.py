@@ -102,3 +102,22 @@ def test_report_renders_offline_in_a_real_browser(report):
         browser.close()
     assert not errors, errors
     assert not blocked, blocked
+
+
+def test_a_publication_lets_another_machine_continue_the_grid(smoke, tmp_path):
+    """``viny demo --publish DIR --no-run``: the report and tables from the finished cells,
+    whose own files go to DIR/cells; a fresh output folder takes them as done and runs nothing."""
+    from viny.demo import run_demo
+
+    out, table, _ = smoke
+    dest = tmp_path / "published"
+    run_demo(out, scale="smoke", progress=False, publish_to=dest, run=False)
+    assert {"report.html", "results.csv", "summary.csv", "README.md", "cells"} <= {p.name for p in dest.iterdir()}
+    assert len(list((dest / "cells").glob("*/*/status.json"))) == len(table)
+    assert not list((dest / "cells").rglob("*.safetensors"))  # no weights in a publication
+    fresh = tmp_path / "fresh"
+    report = run_demo(fresh, scale="smoke", progress=False, publish_to=dest, run=False)
+    again = pd.read_parquet(fresh / "results.parquet")
+    assert (again["status"] == "done").all() and len(again) == len(table)
+    assert again.set_index("cell")["miou"].dropna().equals(table.set_index("cell")["miou"].dropna())
+    assert "id='fig3'" in report.read_text()

@@ -146,7 +146,11 @@ def build_parser() -> argparse.ArgumentParser:
                       help="folder with imagenet-subset/train, intel-image-classification, oxford-iiit-pet (default: the shipped sample)")
     demo.add_argument("--pretrain", action="store_true",
                       help="pre-train here on the shipped sample (params/demo_pretrain.yaml) instead of starting from the shipped encoders")
-    demo.add_argument("--publish", type=Path, default=None, help="when done, copy report.html, results.csv, summary.csv there (e.g. results/staged)")
+    demo.add_argument("--publish", type=Path, default=None,
+                      help="when done, copy report.html, results.csv, summary.csv and the finished cells (cells/) there (e.g. "
+                           "results/staged); cells already published there are taken as done, so another machine continues the grid")
+    demo.add_argument("--no-run", action="store_true",
+                      help="run no cell: report (and with --publish, publish) the cells finished so far")
     demo.add_argument("--executor", choices=("local", "ray"), default="local")
     demo.add_argument("--jobs", type=int, default=2,
                       help="concurrent cells, the cores shared between them (default 2: most demo cells are short, and one "
@@ -296,7 +300,7 @@ def _run_demo(args) -> int:
     from viny.demo import run_demo
 
     run_demo(args.out, scale=args.scale, executor=args.executor, jobs=args.jobs, progress=not args.quiet,
-             data_root=args.data_root, publish_to=args.publish, pretrain=args.pretrain)
+             data_root=args.data_root, publish_to=args.publish, pretrain=args.pretrain, run=not args.no_run)
     return 0
 
 

@@ -7,7 +7,10 @@ It runs ``params/demo.yaml`` (``--scale smoke``: ``params/smoke.yaml``; ``--scal
 prints a table of the fine-tuning cells (mean ± std over seeds) and writes it as
 ``<out>/summary.csv``. Finished cells are reused, so a killed demo continues where it stopped.
 ``--publish DIR`` copies the report and the results tables into ``DIR`` (how
-``results/staged`` is made: :func:`publish`).
+``results/staged`` is made: :func:`publish`), and the finished cells' own files into
+``DIR/cells`` (:func:`viny.grid.export_cells`); a later ``--publish DIR`` on another machine
+takes those cells as done (:func:`viny.grid.import_cells`) and runs only the rest, and
+``--no-run`` publishes what is finished without running anything.
 """
 
 from __future__ import annotations
@@ -43,6 +46,8 @@ def _format(summary: pd.DataFrame) -> str:
         view[s] = [f"{100 * m:.1f} ± {100 * (0 if pd.isna(sd) else sd):.1f}" for m, sd in zip(summary[f"{s}_mean"], summary[f"{s}_std"])]
     return view.to_string(index=False)
 
+
+PUBLISHED_CELLS = "cells"  # folder of a publication holding its finished cells' own files
 
 # published columns of the results table (paths and papermill internals are left out)
 _PUBLISHED = ["study", "cell", "status", "pretrain_images", "intermediate", "train_size", "test_size", "seed", "epochs", "pretrain_epochs",
@@ -102,19 +107,22 @@ at commit {commit}, {done} of {len(table)} grid cells done.
 
 
 def run_demo(out: str | Path | None = None, scale: str = "demo", executor: str = "local", jobs: int = 2, progress: bool = True,
-             data_root: str | Path | None = None, publish_to: str | Path | None = None, pretrain: bool = False) -> Path:
+             data_root: str | Path | None = None, publish_to: str | Path | None = None, pretrain: bool = False,
+             run: bool = True) -> Path:
     """Run (or finish) the demo grid and build its report; returns the report's path.
 
     ``data_root`` points every notebook at the full data sets (required for ``staged``);
     ``publish_to`` copies report and tables there when the grid is done (:func:`publish`);
     ``pretrain`` runs ``params/demo_pretrain.yaml`` (pre-training here on the shipped
-    sample) instead of starting from the shipped encoders.
+    sample) instead of starting from the shipped encoders. With ``publish_to``, cells
+    already published there are taken as done; ``run=False`` runs no cell and reports
+    (and publishes) the finished ones.
     """
     if pretrain:
         if scale != "demo":
             raise VinyError(f"--pretrain goes with --scale demo (the {scale} grid sets its own pre-training)")
         scale = "demo_pretrain"
-    from viny.grid import load_grid, notebook_parameters, run_grid, validate_values
+    from viny.grid import collect, export_cells, import_cells, load_grid, notebook_parameters, run_grid, validate_values, write_table
     from viny.report import build_report
 
     if scale == "staged" and data_root is None:
@@ -127,7 +135,17 @@ def run_demo(out: str | Path | None = None, scale: str = "demo", executor: str =
             if "data_root" in notebook_parameters(st.notebook):
                 st.fixed["data_root"] = root
     validate_values(grid)
-    table = run_grid(grid, executor=executor, jobs=jobs, quiet=not progress)
+    if publish_to is not None and (Path(publish_to) / PUBLISHED_CELLS).is_dir():
+        taken = import_cells(grid, Path(publish_to) / PUBLISHED_CELLS)
+        if taken:
+            print(f"{taken} finished cell(s) taken from {Path(publish_to) / PUBLISHED_CELLS}")
+    if run:
+        table = run_grid(grid, executor=executor, jobs=jobs, quiet=not progress)
+    else:
+        if not (collect(grid)["status"] == "done").any():
+            raise VinyError(f"--no-run: no finished cell in {grid.out} to report; run the grid first (without --no-run)")
+        grid.out.mkdir(parents=True, exist_ok=True)
+        table = write_table(grid)
     # a report to be published names the data root as the command does, not by this machine's path
     published_data = (f"the staged data sets given as --data-root (its {', '.join(DATA_FOLDERS)})"
                       if publish_to is not None and data_root is not None else None)
@@ -145,4 +163,5 @@ def run_demo(out: str | Path | None = None, scale: str = "demo", executor: str =
     print(f"\nreport: {report}")
     if publish_to is not None:
         print(f"published: {publish(grid.out, publish_to, command=f'viny demo --scale {scale} --data-root PATH --publish {publish_to}')}")
+        export_cells(grid, Path(publish_to) / PUBLISHED_CELLS)
     return report

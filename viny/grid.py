@@ -57,7 +57,7 @@ import yaml
 from viny.errors import VinyError
 from viny.files import atomic_path, atomic_write_json
 
-__all__ = ["Study", "Grid", "Cell", "load_grid", "validate_values", "check_parameter", "expand", "cell_status", "run_grid", "collect", "notebook_parameters"]
+__all__ = ["Study", "Grid", "Cell", "load_grid", "validate_values", "check_parameter", "expand", "cell_status", "export_cells", "import_cells", "run_grid", "collect", "notebook_parameters"]
 
 INJECTED = ("output_dir", "store_dir", "grid_dir")
 _GRID_KEYS = {"name", "out", "studies", "description"}
@@ -292,6 +292,64 @@ def cell_status(cell: Cell) -> str:
     return st if st in ("done", "failed") else "pending"
 
 
+def export_cells(grid: Grid, dest: str | Path) -> int:
+    """Copy each finished cell's own files (executed notebook, ``metrics.json``,
+    ``status.json``, figures; not its run folders with weights) to
+    ``dest/<study>/<cell>/``: a record small enough to commit, from which
+    :func:`import_cells` lets another machine continue the grid. Returns the cells copied."""
+    n = 0
+    for study, cells in expand(grid).items():
+        for c in cells:
+            if cell_status(c) != "done":
+                continue
+            target = Path(dest) / study / Path(c.dir).name
+            target.mkdir(parents=True, exist_ok=True)
+            for f in sorted(Path(c.dir).iterdir()):
+                if f.is_file() and not f.name.startswith("."):
+                    with atomic_path(target / f.name) as tmp:
+                        shutil.copyfile(f, tmp)
+            n += 1
+    return n
+
+
+def import_cells(grid: Grid, source: str | Path) -> int:
+    """Take the finished cells exported by :func:`export_cells` into ``source`` as this
+    grid's own, where this grid has not finished them, so that running it does only the
+    rest. Cells are matched by study and axes; returns the cells taken."""
+    n = 0
+    for study, cells in expand(grid).items():
+        for c in cells:
+            src = Path(source) / study / Path(c.dir).name
+            if cell_status(c) == "done" or not (src / "status.json").is_file():
+                continue
+            try:
+                if json.loads((src / "status.json").read_text()).get("status") != "done":
+                    continue
+            except json.JSONDecodeError as e:
+                raise VinyError(f"{src / 'status.json'} is not valid JSON ({e}); delete that cell folder to run the cell again") from e
+            Path(c.dir).mkdir(parents=True, exist_ok=True)
+            for f in sorted(src.iterdir()):
+                if f.is_file() and f.name != "status.json":
+                    with atomic_path(Path(c.dir) / f.name) as tmp:
+                        shutil.copyfile(f, tmp)
+            with atomic_path(Path(c.dir) / "status.json") as tmp:  # last: the cell counts as done only once complete
+                shutil.copyfile(src / "status.json", tmp)
+            n += 1
+    return n
+
+
+def _kernel_config():
+    """The kernel manager's settings: CurveZMQ transport encryption where pyzmq has it, so
+    ipykernel (>= 7.3) does not warn at every cell's start that its local TCP link is plain text."""
+    import zmq
+    from traitlets.config import Config
+
+    config = Config()
+    if zmq.has("curve"):
+        config.KernelManager.transport_encryption = "auto"  # used where the kernelspec declares support
+    return config
+
+
 def run_cell(cell: Cell, threads: int | None = None, retries: int = 3, timeout: int | None = 4 * 3600) -> dict:
     """Execute one cell's notebook with papermill; returns (and writes) its status record.
     A notebook cell running longer than ``timeout`` seconds fails the grid cell."""
@@ -306,12 +364,13 @@ def run_cell(cell: Cell, threads: int | None = None, retries: int = 3, timeout: 
     record = {"status": "failed", "study": cell.study, "cell": cell.id, "notebook": cell.notebook, "params": cell.params,
               "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "attempts": 0}
     t0 = time.perf_counter()
+    config = _kernel_config()
     for attempt in range(1, retries + 1):
         record["attempts"] = attempt
         try:
             pm.execute_notebook(jupytext.read(cell.notebook), str(cdir / "notebook.ipynb"), parameters=cell.params,
                                 kernel_name="python3", language="python", progress_bar=False, cwd=str(Path(cell.notebook).parent),
-                                start_timeout=120, execution_timeout=timeout)
+                                start_timeout=120, execution_timeout=timeout, config=config)
             ok = (cdir / "metrics.json").is_file()
             record.update(status="done" if ok else "failed", error=None if ok else "the notebook wrote no metrics.json")
             break
