@@ -32,6 +32,7 @@ from IPython.display import display
 import viny
 from viny.data import load_pets
 from viny.figures import panel, setup_charts
+from viny.study import FILES
 from viny.views import attention_maps, parameter_table, patch_grid_image, repo_runs, write_json
 
 out = __import__("pathlib").Path(output_dir) if output_dir else repo_runs("notebooks", "model")
@@ -46,7 +47,7 @@ image = pets.arrays.images[image_index]
 # %%
 table = parameter_table(encoder)
 display(table)
-write_json(out / "metrics.json", {"parameters": int(table["parameters"].iloc[-1]), "model": model})
+write_json(out / FILES["metrics"], {"parameters": int(table["parameters"].iloc[-1]), "model": model})
 
 # %% [markdown]
 # ## Patchify: what the encoder sees

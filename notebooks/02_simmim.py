@@ -143,6 +143,6 @@ if curve_source:
     display(pd.concat([selection_verdicts(scores, runs, n) for n in sizes], ignore_index=True))
 
 # %%
-write_json(out / "metrics.json", {"pretrain_images": pretrain_images, "epochs": epochs or len(curve), "encoder_source": describe_encoder(encoder_path),
+write_json(out / FILES["metrics"], {"pretrain_images": pretrain_images, "epochs": epochs or len(curve), "encoder_source": describe_encoder(encoder_path),
                                    "curve_source": curve_source,
                                    **results, **{f"yardstick_{k}": v for k, v in yardstick.items()}})

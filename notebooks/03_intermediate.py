@@ -46,6 +46,7 @@ from viny.figures import colorize_trimap, loss_curve, panel, setup_charts
 from viny.geometry import reference_patches
 from viny.pipeline import upstream_encoder
 from viny.pretrained import describe_encoder, pretraining_record
+from viny.study import FILES
 from viny.views import load_json, read_metrics_csv, repo_runs, similarity_maps, write_json
 from viny.weights import load_encoder
 
@@ -84,4 +85,4 @@ for name, p in paths.items():
     maps = similarity_maps(load_encoder(p), image, refs)
     rows.append([image, colorize_trimap(target)] + [((m.clip(-0.5, 1) + 0.5) / 1.5)[..., None].repeat(3, -1).repeat(16, 0).repeat(16, 1) for m in maps.values()])
 display(panel(rows, ["image", "trimap"] + list(refs)))
-write_json(out / "metrics.json", {"tasks": tasks, "rows": summary.to_dict("records")})
+write_json(out / FILES["metrics"], {"tasks": tasks, "rows": summary.to_dict("records")})

@@ -66,7 +66,7 @@ run = run_in_store(config, out / "runs")
 results = load_json(run / "results.json")
 # the pre-training's held-out reconstruction yardstick, for the report's Encoders table
 pretrained = pretraining_record(upstream_encoder(store, pretrain_images, "none", **upstream))[0] if pretrain_images else {}
-write_json(out / "metrics.json", {**results, "encoder_source": describe_encoder(encoder) + ("" if encoder or init == "reference" else f" ({init} init)"),
+write_json(out / FILES["metrics"], {**results, "encoder_source": describe_encoder(encoder) + ("" if encoder or init == "reference" else f" ({init} init)"),
                                    "pretraining_yardstick_ratio": pretrained.get("yardstick_ratio")})
 results
 

@@ -74,7 +74,7 @@ data = diagnostic_images(data_root or None, num_images, size=size, seed=seed)
 table, cosine = compare_encoders(encoders, data, layers, dse_images, seed=seed)
 table.to_csv(out / FILES["geometry"], index=False)
 cosine.to_csv(out / FILES["cosine"], index=False)
-write_json(out / "metrics.json", {"table": table.to_dict("records"), "images": len(data.images)})
+write_json(out / FILES["metrics"], {"table": table.to_dict("records"), "images": len(data.images)})
 display(table)
 
 # %% [markdown]

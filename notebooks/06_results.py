@@ -58,5 +58,5 @@ display(comparison_table(ft))
 
 # %%
 verdicts = findings(table, grid)
-write_json(Path(output_dir) / "metrics.json" if output_dir else grid / "findings.json", {r.claim: r.verdict for r in verdicts.itertuples()})
+write_json(Path(output_dir) / FILES["metrics"] if output_dir else grid / "findings.json", {r.claim: r.verdict for r in verdicts.itertuples()})
 display(Markdown(findings_markdown(verdicts)))

@@ -57,7 +57,13 @@ import yaml
 from viny.errors import VinyError
 from viny.files import atomic_path, atomic_write_json
 
-__all__ = ["Study", "Grid", "Cell", "load_grid", "validate_values", "check_parameter", "expand", "cell_status", "export_cells", "import_cells", "run_grid", "collect", "notebook_parameters"]
+# a cell folder's own files (beside the run folders its notebook writes)
+CELL_NOTEBOOK = "notebook.ipynb"  # the executed notebook
+CELL_METRICS = "metrics.json"  # the scores the notebook writes; joined into results.parquet
+CELL_STATUS = "status.json"  # done / failed, error, timings: written by the grid, last
+
+__all__ = ["Study", "Grid", "Cell", "load_grid", "validate_values", "check_parameter", "expand", "CELL_NOTEBOOK", "CELL_METRICS", "CELL_STATUS",
+           "cell_status", "export_cells", "import_cells", "run_grid", "collect", "notebook_parameters"]
 
 INJECTED = ("output_dir", "store_dir", "grid_dir")
 _GRID_KEYS = {"name", "out", "studies", "description"}
@@ -270,7 +276,7 @@ def expand(grid: Grid) -> dict[str, list[Cell]]:
 
 def _status_record(cell: Cell) -> dict:
     try:
-        return json.loads((Path(cell.dir) / "status.json").read_text())
+        return json.loads((Path(cell.dir) / CELL_STATUS).read_text())
     except (OSError, json.JSONDecodeError):
         return {}
 
@@ -281,7 +287,7 @@ def _grid_fingerprint(all_cells: dict[str, list[Cell]], study: str) -> str:
     for name, cells in all_cells.items():
         if name != study:
             for c in cells:
-                p = Path(c.dir) / "status.json"
+                p = Path(c.dir) / CELL_STATUS
                 h.update(f"{c.dir}:{p.stat().st_mtime_ns if p.is_file() else '-'};".encode())
     return h.hexdigest()[:16]
 
@@ -293,10 +299,11 @@ def cell_status(cell: Cell) -> str:
 
 
 def export_cells(grid: Grid, dest: str | Path) -> int:
-    """Copy each finished cell's own files (executed notebook, ``metrics.json``,
-    ``status.json``, figures; not its run folders with weights) to
-    ``dest/<study>/<cell>/``: a record small enough to commit, from which
-    :func:`import_cells` lets another machine continue the grid. Returns the cells copied."""
+    """Copy each finished cell's own files (``metrics.json``, ``status.json``, figures and
+    tables; neither its run folders with weights nor the executed notebook, whose charts
+    inline the Vega library: about 1 MB each) to ``dest/<study>/<cell>/``: a record small
+    enough to commit, from which :func:`import_cells` lets another machine continue the
+    grid. Returns the cells copied."""
     n = 0
     for study, cells in expand(grid).items():
         for c in cells:
@@ -305,7 +312,7 @@ def export_cells(grid: Grid, dest: str | Path) -> int:
             target = Path(dest) / study / Path(c.dir).name
             target.mkdir(parents=True, exist_ok=True)
             for f in sorted(Path(c.dir).iterdir()):
-                if f.is_file() and not f.name.startswith("."):
+                if f.is_file() and not f.name.startswith(".") and f.name != CELL_NOTEBOOK:
                     with atomic_path(target / f.name) as tmp:
                         shutil.copyfile(f, tmp)
             n += 1
@@ -320,20 +327,20 @@ def import_cells(grid: Grid, source: str | Path) -> int:
     for study, cells in expand(grid).items():
         for c in cells:
             src = Path(source) / study / Path(c.dir).name
-            if cell_status(c) == "done" or not (src / "status.json").is_file():
+            if cell_status(c) == "done" or not (src / CELL_STATUS).is_file():
                 continue
             try:
-                if json.loads((src / "status.json").read_text()).get("status") != "done":
+                if json.loads((src / CELL_STATUS).read_text()).get("status") != "done":
                     continue
             except json.JSONDecodeError as e:
-                raise VinyError(f"{src / 'status.json'} is not valid JSON ({e}); delete that cell folder to run the cell again") from e
+                raise VinyError(f"{src / CELL_STATUS} is not valid JSON ({e}); delete that cell folder to run the cell again") from e
             Path(c.dir).mkdir(parents=True, exist_ok=True)
             for f in sorted(src.iterdir()):
-                if f.is_file() and f.name != "status.json":
+                if f.is_file() and f.name != CELL_STATUS:
                     with atomic_path(Path(c.dir) / f.name) as tmp:
                         shutil.copyfile(f, tmp)
-            with atomic_path(Path(c.dir) / "status.json") as tmp:  # last: the cell counts as done only once complete
-                shutil.copyfile(src / "status.json", tmp)
+            with atomic_path(Path(c.dir) / CELL_STATUS) as tmp:  # last: the cell counts as done only once complete
+                shutil.copyfile(src / CELL_STATUS, tmp)
             n += 1
     return n
 
@@ -368,11 +375,11 @@ def run_cell(cell: Cell, threads: int | None = None, retries: int = 3, timeout: 
     for attempt in range(1, retries + 1):
         record["attempts"] = attempt
         try:
-            pm.execute_notebook(jupytext.read(cell.notebook), str(cdir / "notebook.ipynb"), parameters=cell.params,
+            pm.execute_notebook(jupytext.read(cell.notebook), str(cdir / CELL_NOTEBOOK), parameters=cell.params,
                                 kernel_name="python3", language="python", progress_bar=False, cwd=str(Path(cell.notebook).parent),
                                 start_timeout=120, execution_timeout=timeout, config=config)
-            ok = (cdir / "metrics.json").is_file()
-            record.update(status="done" if ok else "failed", error=None if ok else "the notebook wrote no metrics.json")
+            ok = (cdir / CELL_METRICS).is_file()
+            record.update(status="done" if ok else "failed", error=None if ok else f"the notebook wrote no {CELL_METRICS}")
             break
         except pm.PapermillExecutionError as e:  # a cell raised: a real failure, not retried
             record.update(error=f"{e.ename}: {e.evalue}".strip(), failed_cell=e.exec_count)
@@ -387,7 +394,7 @@ def run_cell(cell: Cell, threads: int | None = None, retries: int = 3, timeout: 
                 break
             time.sleep(2 * attempt)
     record["seconds"] = round(time.perf_counter() - t0, 2)
-    atomic_write_json(cdir / "status.json", record)
+    atomic_write_json(cdir / CELL_STATUS, record)
     return record
 
 
@@ -488,18 +495,18 @@ def collect(grid: Grid) -> pd.DataFrame:
             cdir = Path(c.dir)
             row = {"study": study, "cell": c.id, "status": cell_status(c), "output_dir": c.dir, "notebook": c.notebook}
             row.update({k: v for k, v in c.params.items() if k not in INJECTED and not isinstance(v, (list, dict))})
-            st = cdir / "status.json"
+            st = cdir / CELL_STATUS
             if st.is_file():
                 s = json.loads(st.read_text())
                 row.update(seconds=s.get("seconds"), error=s.get("error"), attempts=s.get("attempts"))
-            nb = cdir / "notebook.ipynb"
+            nb = cdir / CELL_NOTEBOOK
             if nb.is_file():
                 try:
                     meta = json.loads(nb.read_text())["metadata"].get("papermill", {})
                     row.update(papermill_duration=meta.get("duration"), papermill_exception=bool(meta.get("exception")))
                 except (json.JSONDecodeError, KeyError):
                     pass
-            m = cdir / "metrics.json"
+            m = cdir / CELL_METRICS
             if m.is_file() and row["status"] == "done":
                 row.update({f"{k}": v for k, v in _flatten(json.loads(m.read_text())).items() if k not in row})
             rows.append(row)
@@ -546,7 +553,7 @@ def run_grid(grid: Grid, executor: str = "local", jobs: int = 1, retry_failed: b
             (_run_ray if executor == "ray" else _run_local)(todo, jobs, progress)
             if seen:
                 for c in todo:
-                    atomic_write_json(Path(c.dir) / "status.json", {**_status_record(c), "grid_seen": seen})
+                    atomic_write_json(Path(c.dir) / CELL_STATUS, {**_status_record(c), "grid_seen": seen})
         write_table(grid)
     return write_table(grid)
 

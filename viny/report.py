@@ -25,7 +25,7 @@ from viny.errors import VinyError
 from viny.figures import cosine_chart, heatmap_explorer, intermediate_delta, miou_vs_size, pretraining_curve, selection_chart
 from viny.files import atomic_write_text
 from viny.findings import findings, format_interval, position_prior, pretraining_gain
-from viny.grid import load_grid
+from viny.grid import CELL_NOTEBOOK, load_grid
 from viny.paper import comparison_table, diagnostics_table
 from viny.selection import selection_verdicts
 from viny.study import FILES, GEOMETRY, SIMMIM, control_rows, finetune_rows, study_rows
@@ -279,7 +279,7 @@ def _notebooks_section(grid: Path, table: pd.DataFrame, list_notebooks: bool) ->
     """The executed notebooks of the cells (or why they are not listed)."""
     sections: list[str] = []
     def where(cell_dir: str) -> str:  # relative to the grid folder, so a published report names no machine paths
-        path = Path(cell_dir) / "notebook.ipynb"
+        path = Path(cell_dir) / CELL_NOTEBOOK
         return str(path.relative_to(grid.resolve())) if path.is_relative_to(grid.resolve()) else str(path)
 
     if list_notebooks:

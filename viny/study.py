@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from viny.grid import CELL_METRICS
+
 __all__ = ["MODEL", "SIMMIM", "INTERMEDIATE", "FINETUNE", "CONTROL", "GEOMETRY", "RESULTS", "FILES", "RANDOM_INIT_SMALL_POSITIONS", "control_rows", "IntermediateTask", "INTERMEDIATE_TASKS",
            "RANDOM_INIT", "PRETRAINED", "encoder_label", "finetune_rows", "study_rows", "FINETUNE_DEFAULTS"]
 
@@ -21,7 +23,7 @@ CONTROL = "control"
 
 # files a notebook writes into its cell folder (and the report / findings read)
 FILES = {
-    "metrics": "metrics.json",  # every notebook: the grid joins these into results.parquet
+    "metrics": CELL_METRICS,  # every notebook: the grid joins these into results.parquet
     "results": "results.parquet",  # the grid's joined table
     "reconstructions": "reconstructions.png",  # 02_simmim
     "pretraining_curve": "pretraining_curve.csv",  # 02_simmim: mIoU along pre-training
