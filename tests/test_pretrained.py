@@ -145,6 +145,9 @@ def test_publish_copies_report_and_tables(tmp_path):
         check_data_root(tmp_path)
     with pytest.raises(VinyError, match="--data-root"):
         run_demo(tmp_path / "out", scale="staged")
+    with pytest.raises(VinyError, match=r"--no-run: no finished cell in .*empty to report; run the grid first"):
+        run_demo(tmp_path / "empty", scale="smoke", run=False, progress=False)
+    assert not (tmp_path / "empty").exists()  # nothing written
 
 
 def test_publish_writes_the_computed_gain_and_control_tables(tmp_path):
