@@ -80,3 +80,19 @@ def test_geometry_command_writes_tables(capsys, tmp_path):
     one_line_error(err, "--cka names unknown encoder(s) ['zz']")
     rc, _, err = run(capsys, "geometry", "oops")
     one_line_error(err, "expected NAME=PATH")
+
+
+@pytest.mark.parametrize("argv, how", [(["grid", "params/demo.yaml"], "rerun the same command to continue: finished cells are skipped"),
+                                       (["finetune", "--epochs", "1"], "rerun with --resume"),
+                                       (["report", "runs/x"], "rerun the same command")])
+def test_an_interrupt_says_how_to_continue(capsys, monkeypatch, argv, how):
+    import viny.cli
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    for name in ("_run_grid", "_run_phase", "_run_report"):
+        monkeypatch.setattr(viny.cli, name, interrupted)
+    assert main(argv) == 130
+    err = capsys.readouterr().err
+    assert how in err and (argv[0] in ("finetune",) or "--resume" not in err)  # grid and report have no --resume

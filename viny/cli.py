@@ -324,7 +324,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"viny {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"viny {args.command}: interrupted; rerun with --resume (same options) to continue", file=sys.stderr)
+        if args.command in PHASES:
+            how = "rerun with --resume (same options) to continue from the last checkpoint"
+        elif args.command in ("grid", "demo"):
+            how = "rerun the same command to continue: finished cells are skipped, files already written are intact"
+        else:
+            how = "files already written are intact; rerun the same command"
+        print(f"viny {args.command}: interrupted; {how}", file=sys.stderr)
         return 130
 
 
