@@ -98,6 +98,9 @@ at commit {commit}, {done} of {len(table)} grid cells done.
 - `results.csv`: one row per grid cell (scores of the fine-tuning cells: dataset-level `miou`,
   `pixel_accuracy`; the paper's per-image `paper_miou`, `paper_pixel_accuracy`; where each encoder came from).
 - `summary.csv`: mean and std over seeds per (pre-training images, intermediate, training images).
+- `{PUBLISHED_CELLS}/`: each finished cell's own files (`metrics.json`, `status.json`, its figures and tables; not
+  the weights, nor the executed notebooks). The command above, rerun on any machine, takes these cells
+  as done and runs only the rest of the grid; add `--no-run` to republish what is done.
 
 ## The paper's findings at this scale (computed from the results, as in the report)
 
