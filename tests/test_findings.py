@@ -64,6 +64,19 @@ def test_too_small_grids_are_inconclusive_and_say_why():
     assert v["diminishing_pretrain"] == "inconclusive"
 
 
+def test_a_grid_still_running_is_judged_on_the_cells_it_has():
+    """Random init measured at three sizes, the largest encoder at two so far (the staged grid
+    part-way): the fine-tuning-size claim is inconclusive for the largest encoder's two levels, not a crash."""
+    t = _table()
+    t = t[~((t["pretrain_images"] == 4000) & (t["train_size"] == 400))]
+    v, ev = _verdicts(t)
+    assert v["diminishing_finetune"] == "inconclusive" and "fine-tuning sizes [100, 200] (pre-training 4,000)" in ev["diminishing_finetune"]
+    t = _table()
+    t = t[~((t["pretrain_images"] == 1000) & (t["train_size"] == 100))]  # 1000 lacks the smallest fine-tuning size
+    v, ev = _verdicts(t)
+    assert "pre-training sizes [2000, 4000] (fine-tuning 100)" in ev["diminishing_pretrain"]
+
+
 def test_spatial_probe_uses_the_label_free_intel_task_when_the_pets_one_is_absent(tmp_path):
     cells = []
     for seed in (0, 1, 2):

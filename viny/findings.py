@@ -85,17 +85,18 @@ def _pretraining_small_data(ft, metric):
 
 
 def _diminishing(ft, metric, axis: str, key: str):
+    # the levels measured at the fixed level of the other axis (a grid still running may lack some)
     if axis == "train_size":
         cells = ft[(ft["intermediate"] == "none")]
-        levels = sorted(int(v) for v in cells["train_size"].unique())
         fixed = cells["pretrain_images"].max()
         cells = cells[cells["pretrain_images"] == fixed]
+        levels = sorted(int(v) for v in cells["train_size"].unique())
         what = f"fine-tuning sizes {levels} (pre-training {int(fixed):,})"
     else:
         cells = ft[(ft["intermediate"] == "none") & (ft["pretrain_images"] > 0)]
-        levels = sorted(int(v) for v in cells["pretrain_images"].unique())
         fixed = int(cells["train_size"].min()) if len(cells) else None
         cells = cells[cells["train_size"] == fixed]
+        levels = sorted(int(v) for v in cells["pretrain_images"].unique())
         what = f"pre-training sizes {levels} (fine-tuning {fixed})"
     if len(levels) < 3:
         return _row(key, "inconclusive", f"needs three or more levels; this grid has {what}")
