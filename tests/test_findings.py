@@ -71,6 +71,7 @@ def test_a_grid_still_running_is_judged_on_the_cells_it_has():
     t = t[~((t["pretrain_images"] == 4000) & (t["train_size"] == 400))]
     v, ev = _verdicts(t)
     assert v["diminishing_finetune"] == "inconclusive" and "fine-tuning sizes [100, 200] (pre-training 4,000)" in ev["diminishing_finetune"]
+    assert "gain at 100 minus gain at 200" in ev["pretraining_small_data"] and "nan" not in ev["pretraining_small_data"]
     t = _table()
     t = t[~((t["pretrain_images"] == 1000) & (t["train_size"] == 100))]  # 1000 lacks the smallest fine-tuning size
     v, ev = _verdicts(t)

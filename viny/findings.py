@@ -64,7 +64,9 @@ def _row(key: str, verdict: str, evidence: str) -> dict:
 
 def _pretraining_small_data(ft, metric):
     pres = sorted(p for p in ft["pretrain_images"].unique() if p > 0)
-    sizes = sorted(ft["train_size"].unique())
+    none = ft[ft["intermediate"] == "none"]
+    # the fine-tuning sizes at which both the largest encoder and random init were measured
+    sizes = sorted(set(none.loc[none["pretrain_images"] == pres[-1], "train_size"]) & set(none.loc[none["pretrain_images"] == 0, "train_size"])) if pres else []
     if not pres or 0 not in set(ft["pretrain_images"]) or len(sizes) < 2:
         return _row("pretraining_small_data", "inconclusive", "needs runs with and without pre-training at two or more fine-tuning sizes")
     p = int(pres[-1])
