@@ -121,3 +121,7 @@ def test_a_publication_lets_another_machine_continue_the_grid(smoke, tmp_path):
     assert (again["status"] == "done").all() and len(again) == len(table)
     assert again.set_index("cell")["miou"].dropna().equals(table.set_index("cell")["miou"].dropna())
     assert "id='fig3'" in report.read_text()
+    # a grid part-way: the report counts what is missing per study and lists the cells folded away
+    next(iter((fresh / "cells" / "control").glob("*/status.json"))).unlink()
+    text = run_demo(fresh, scale="smoke", progress=False, run=False).read_text()
+    assert f"1 of {len(table)} cells are not done (control: 1 pending)" in text and "<details><summary>which cells</summary>" in text

@@ -105,8 +105,12 @@ def _header_section(grid: Path, table: pd.DataFrame, ft: pd.DataFrame, data_labe
                     "epochs or a smaller model than the paper's 45k-200k ImageNet images, 100 epochs and 3 seeds). "
                     "Its numbers test the pipeline and the direction of effects, not the paper's effect sizes.</p>")
     if len(failed):
-        head.append(f'<p class="banner">{len(failed)} of {len(table)} cells are not done: '
-                    + ", ".join(f"{html.escape(r.study)}/{html.escape(r.cell)} ({html.escape(str(r.status))})" for r in failed.itertuples()) + "</p>")
+        per_study = failed.groupby(["study", "status"], sort=False).size()
+        head.append(f'<div class="banner"><p>{len(failed)} of {len(table)} cells are not done ('
+                    + ", ".join(f"{html.escape(str(st))}: {n} {html.escape(str(status))}" for (st, status), n in per_study.items())
+                    + "); the findings and figures use the finished ones.</p><details><summary>which cells</summary><ul>"
+                    + "".join(f"<li>{html.escape(r.study)}/{html.escape(r.cell)} ({html.escape(str(r.status))})</li>" for r in failed.itertuples())
+                    + "</ul></details></div>")
     sections += head
     return sections
 
