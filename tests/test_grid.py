@@ -184,6 +184,8 @@ def test_finished_cells_exported_and_imported_elsewhere_are_not_run_again(tmp_pa
     assert export_cells(grid, tmp_path / "published") == 2  # x=2 failed: not exported
     assert sorted(p.name for p in (tmp_path / "published" / "s" / "x=1").iterdir()) == ["metrics.json", "status.json"]  # not the executed notebook (charts inline the Vega library)
     assert not (tmp_path / "published" / "s" / "x=2").exists()
+    exported = json.loads((tmp_path / "published" / "s" / "x=1" / "status.json").read_text())
+    assert exported["status"] == "done" and str(tmp_path) not in json.dumps(exported)  # no machine paths
 
     other = load_grid(make_grid(tmp_path), out=tmp_path / "elsewhere")
     assert import_cells(other, tmp_path / "published") == 2

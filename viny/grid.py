@@ -299,9 +299,9 @@ def cell_status(cell: Cell) -> str:
 
 
 def export_cells(grid: Grid, dest: str | Path) -> int:
-    """Copy each finished cell's own files (``metrics.json``, ``status.json``, figures and
-    tables; neither its run folders with weights nor the executed notebook, whose charts
-    inline the Vega library: about 1 MB each) to ``dest/<study>/<cell>/``: a record small
+    """Copy each finished cell's own files (``metrics.json``, ``status.json`` without this
+    machine's paths, figures and tables; neither its run folders with weights nor the executed
+    notebook, whose charts inline the Vega library: about 1 MB each) to ``dest/<study>/<cell>/``: a record small
     enough to commit, from which :func:`import_cells` lets another machine continue the
     grid. Returns the cells copied."""
     n = 0
@@ -312,9 +312,11 @@ def export_cells(grid: Grid, dest: str | Path) -> int:
             target = Path(dest) / study / Path(c.dir).name
             target.mkdir(parents=True, exist_ok=True)
             for f in sorted(Path(c.dir).iterdir()):
-                if f.is_file() and not f.name.startswith(".") and f.name != CELL_NOTEBOOK:
+                if f.is_file() and not f.name.startswith(".") and f.name not in (CELL_NOTEBOOK, CELL_STATUS):
                     with atomic_path(target / f.name) as tmp:
                         shutil.copyfile(f, tmp)
+            # the status without this machine's paths (notebook, data root, cell and store folders)
+            atomic_write_json(target / CELL_STATUS, {k: v for k, v in _status_record(c).items() if k not in ("params", "notebook")})
             n += 1
     return n
 
