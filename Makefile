@@ -40,6 +40,7 @@ test: $(STAMP) browser
 notebooks: $(STAMP)
 	$(BIN)/jupytext --sync notebooks/*.py
 
-# JupyterLab on the notebooks (the .py files open directly too, through the jupytext extension)
+# JupyterLab on the notebooks (the .py files open directly too, through the jupytext extension),
+# its kernels on an encrypted local link where pyzmq can (viny.grid.kernel_options)
 lab: notebooks
-	cd notebooks && ../$(BIN)/jupyter lab
+	cd notebooks && ../$(BIN)/jupyter lab $$(../$(BIN)/python -c 'from viny.grid import lab_arguments; print(lab_arguments())')

@@ -38,7 +38,7 @@ from viny.views import repo_runs, write_json
 setup_charts()
 grid = Path(grid_dir) if grid_dir else repo_runs("demo")
 table = pd.read_parquet(grid / FILES["results"])
-ft = finetune_rows(table)  # axes a grid leaves out take the notebook's defaults
+ft = finetune_rows(table, grid / FILES["results"])  # axes a grid leaves out take the notebook's defaults
 display(ft.head())
 
 # %%

@@ -105,6 +105,18 @@ def test_a_grid_without_the_intermediate_axis_is_judged_not_a_key_error():
     assert f.loc["cls_hurts", "verdict"] == "inconclusive"
 
 
+def test_results_without_finished_finetune_cells_are_a_clear_error(tmp_path):
+    """06_results on a grid whose fine-tuning cells are not done: the error names the file, not KeyError 'miou'."""
+    from viny.errors import VinyError
+    from viny.study import finetune_rows
+
+    t = _table()
+    t["status"] = "failed"
+    with pytest.raises(VinyError, match=r"results\.parquet has no finished finetune cells"):
+        finetune_rows(t, tmp_path / "results.parquet")
+    assert finetune_rows(t).empty  # without a source (report, findings): an empty table, as before
+
+
 def test_comparison_table_sets_ours_beside_the_papers_cell_at_the_same_size():
     from viny.paper import comparison_table
 

@@ -1,6 +1,7 @@
 """Charts in a live JupyterLab page: a real `jupyter lab` on 127.0.0.1, a notebook with
 two charts (and one cell run twice) opened in Debian's chromium through Playwright with
-every request outside the server blocked, Run All, and every chart must render."""
+every request outside the server blocked, Run All, and every chart must render. The server
+runs with ``make lab``'s flags, and its log must not warn that a kernel's link is plain text."""
 
 import shutil
 import socket
@@ -37,12 +38,15 @@ def test_every_chart_renders_in_jupyterlab(tmp_path):
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in CELLS])
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, tmp_path / "charts.ipynb")
+    from viny.grid import lab_arguments
+
     port = _free_port()
+    log = tmp_path / "server.log"
     server = subprocess.Popen(
         [sys.executable, "-m", "jupyterlab", "--no-browser", f"--port={port}", "--ServerApp.ip=127.0.0.1", "--IdentityProvider.token=",
          "--ServerApp.password=", "--ServerApp.disable_check_xsrf=True", f"--ServerApp.root_dir={tmp_path}", "--LabApp.news_url=None", "--allow-root",
-         "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path)
+         "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate", *lab_arguments().split()],
+        stdout=subprocess.DEVNULL, stderr=log.open("w"), cwd=tmp_path)
     base = f"http://127.0.0.1:{port}"
     try:
         for _ in range(120):
@@ -92,6 +96,7 @@ def test_every_chart_renders_in_jupyterlab(tmp_path):
             browser.close()
         assert not [e for e in errors if "already been declared" in e], errors
         assert not errors, errors
+        assert "without encryption" not in log.read_text()  # make lab's kernels: no plain-TCP warning
     finally:
         server.terminate()
         server.wait(timeout=30)

@@ -347,15 +347,29 @@ def import_cells(grid: Grid, source: str | Path) -> int:
     return n
 
 
-def _kernel_config():
-    """The kernel manager's settings: CurveZMQ transport encryption where pyzmq has it, so
-    ipykernel (>= 7.3) does not warn at every cell's start that its local TCP link is plain text."""
+def kernel_options() -> dict[str, str]:
+    """Kernel-manager settings for the grid's kernels and ``make lab``'s: CurveZMQ transport
+    encryption where pyzmq has it, so ipykernel (>= 7.3) does not warn at every kernel's start
+    that its local TCP link is plain text ("auto": used where the kernelspec declares support;
+    it raises where pyzmq lacks CurveZMQ, hence the check)."""
     import zmq
+
+    return {"KernelManager.transport_encryption": "auto"} if zmq.has("curve") else {}
+
+
+def lab_arguments() -> str:
+    """:func:`kernel_options` as ``jupyter lab`` command-line flags (``make lab``)."""
+    return " ".join(f"--{key}={value}" for key, value in kernel_options().items())
+
+
+def _kernel_config():
+    """:func:`kernel_options` as the traitlets config papermill's kernel manager takes."""
     from traitlets.config import Config
 
     config = Config()
-    if zmq.has("curve"):
-        config.KernelManager.transport_encryption = "auto"  # used where the kernelspec declares support
+    for key, value in kernel_options().items():
+        section, name = key.split(".")
+        config[section][name] = value
     return config
 
 

@@ -7,9 +7,11 @@ so renaming a label or a file cannot silently break a finding.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 
+from viny.errors import VinyError
 from viny.grid import CELL_METRICS
 
 __all__ = ["MODEL", "SIMMIM", "INTERMEDIATE", "FINETUNE", "CONTROL", "GEOMETRY", "RESULTS", "FILES", "RANDOM_INIT_SMALL_POSITIONS", "control_rows", "IntermediateTask", "INTERMEDIATE_TASKS",
@@ -81,9 +83,13 @@ def study_rows(table: pd.DataFrame, study: str) -> pd.DataFrame:
     return table[(table["study"] == study) & (table["status"] == "done")]
 
 
-def finetune_rows(table: pd.DataFrame) -> pd.DataFrame:
-    """The finished fine-tuning cells, with the axes a grid left out filled with the notebook's defaults."""
+def finetune_rows(table: pd.DataFrame, source: str | Path | None = None) -> pd.DataFrame:
+    """The finished fine-tuning cells, with the axes a grid left out filled with the notebook's defaults.
+    With ``source`` (the results file ``table`` was read from) there must be some: a clear error otherwise."""
     ft = study_rows(table, FINETUNE).copy()
+    if source is not None and ft.empty:
+        raise VinyError(f"{source} has no finished {FINETUNE} cells: run the grid's {FINETUNE} study first "
+                        f"(viny grid PARAMS; --status lists what is done)")
     for col, value in FINETUNE_DEFAULTS.items():
         ft[col] = ft[col].fillna(value) if col in ft else value
     return ft
