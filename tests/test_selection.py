@@ -71,7 +71,7 @@ def test_selection_verdicts_and_chart():
 
 def test_snapshots_every_and_at(tmp_path):
     from viny.errors import VinyError
-    from viny.selection import snapshots
+    from viny.train import snapshots
 
     (tmp_path / "checkpoints").mkdir()
     for e in (10, 20, 30, 40):
@@ -81,6 +81,8 @@ def test_snapshots_every_and_at(tmp_path):
     assert [e for e, _ in snapshots(tmp_path, at=[40, 10, 30])] == [10, 30, 40]
     with pytest.raises(VinyError, match=r"no encoder snapshot for epoch\(s\) \[50\]"):
         snapshots(tmp_path, at=[10, 50])
+    with pytest.raises(VinyError, match=r"run folder .*nowhere does not exist"):
+        snapshots(tmp_path / "nowhere")
 
 
 def test_selection_across_runs_agrees_with_each_runs_selection_table():

@@ -132,6 +132,7 @@ def test_encoder_snapshots(tmp_path):
     T.train(make_config("pretrain", epochs=2, num_images=16, save_encoder_every=1, **TINY), tmp_path / "p", progress=False)
     snaps = sorted((tmp_path / "p" / "checkpoints").glob("*.safetensors"))
     assert [p.name for p in snaps] == ["encoder_epoch1.safetensors", "encoder_epoch2.safetensors"]
+    assert T.snapshots(tmp_path / "p") == [(1, snaps[0]), (2, snaps[1])] == [(e, T.snapshot_path(tmp_path / "p", e)) for e in (1, 2)]
     # pre-training snapshots keep the decoder (for the reconstruction yardstick) and still load as encoders
     from viny.weights import load_simmim
 

@@ -224,8 +224,9 @@ def _run_select(args) -> int:
     from viny.config import make_config
     from viny.data import augment as A
     from viny.data.augment import to_float
-    from viny.selection import select_snapshot, snapshots
+    from viny.selection import select_snapshot
     from viny.tasks import heldout_images
+    from viny.train import snapshots
     from viny.weights import read_metadata
 
     args_ = read_metadata(snapshots(args.run)[0][1]).get("model_args", {})

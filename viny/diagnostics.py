@@ -19,7 +19,6 @@ exactly :func:`viny.model.patch_tokens`.
 from __future__ import annotations
 
 import itertools
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -170,18 +169,14 @@ def along_training(run_dir: str | Path, data: DiagnosticImages, dse_images: int 
                    precision: str = "auto", seed: int = 0) -> tuple[pd.DataFrame, float]:
     """Diagnostics over a run's encoder snapshots (``checkpoints/encoder_epoch*.safetensors``,
     written with ``--save-encoder-every``): ``(table by epoch, Kendall tau(DSE, probe accuracy))``."""
+    from viny.train import snapshots
     from viny.weights import load_encoder
 
-    snaps = sorted(Path(run_dir).glob("checkpoints/encoder_epoch*.safetensors"), key=lambda p: int(re.findall(r"\d+", p.stem)[-1]))
-    if len(snaps) < 2:
-        from viny.errors import VinyError
-
-        raise VinyError(f"{run_dir} has {len(snaps)} encoder snapshot(s); train with --save-encoder-every N to get a trajectory")
     rows = []
-    for p in snaps:
+    for epoch, p in snapshots(run_dir):
         enc = load_encoder(p)
         toks = layer_tokens(enc, data.images, device=device, precision=precision)[len(enc.blocks)]
-        rows.append({"epoch": int(re.findall(r"\d+", p.stem)[-1]), **diagnose(toks, data, dse_images, seed)})
+        rows.append({"epoch": epoch, **diagnose(toks, data, dse_images, seed)})
     table = pd.DataFrame(rows)
     return table, kendall_tau(table["dse"], table["probe_accuracy"])
 

@@ -19,7 +19,6 @@ A pre-training run with ``--save-encoder-every N`` keeps SimMIM snapshots
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Sequence
 
@@ -34,31 +33,15 @@ from viny.findings import format_interval, interval_verdict
 from viny.geometry import dse_scores, effective_rank
 from viny.simmim import reconstruction_yardstick
 from viny.stats import paired_difference
-from viny.train import train
+from viny.train import snapshots, train
 from viny.weights import load_encoder, load_simmim, load_weights, read_metadata, save_weights
 
-__all__ = ["DOWNSTREAM_CSV", "SCORES_CSV", "curve_folder", "read_along_pretraining", "snapshots", "label_free_scores", "downstream_along_pretraining", "kendall_tau_interval", "choose", "selection_summary",
+__all__ = ["DOWNSTREAM_CSV", "SCORES_CSV", "curve_folder", "read_along_pretraining", "label_free_scores", "downstream_along_pretraining", "kendall_tau_interval", "choose", "selection_summary",
            "selection_verdicts", "SCORES", "select_snapshot"]
 
 # label-free scores (higher = predicted better), and the reference that uses labels
 SCORES = {"dse": "DSE (adaptive lambda)", "effective_rank": "effective rank (RankMe)", "reconstruction": "-(held-out reconstruction ratio)",
           "last": "take the last checkpoint"}
-
-
-def snapshots(run_dir: str | Path, every: int = 1, at: Sequence[int] | None = None) -> list[tuple[int, Path]]:
-    """``[(epoch, path)]`` of a run's encoder snapshots, by epoch (with ``every``: only
-    epochs that are multiples of it; with ``at``: exactly those epochs, each of which must exist)."""
-    paths = Path(run_dir).glob("checkpoints/encoder_epoch*.safetensors")
-    out = sorted((int(re.findall(r"\d+", p.stem)[-1]), p) for p in paths)
-    if at is not None:
-        missing = sorted(set(at) - {e for e, _ in out})
-        if missing:
-            raise VinyError(f"{run_dir}/checkpoints has no encoder snapshot for epoch(s) {missing}; it has {[e for e, _ in out]}")
-        out = [(e, p) for e, p in out if e in set(at)]
-    out = [(e, p) for e, p in out if e % every == 0]
-    if len(out) < 2:
-        raise VinyError(f"{run_dir} has {len(out)} encoder snapshot(s); pre-train with --save-encoder-every N to get a trajectory")
-    return out
 
 
 def label_free_scores(run_dir: str | Path, data, heldout: torch.Tensor | None = None, dse_images: int = 512,

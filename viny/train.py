@@ -28,10 +28,12 @@ import errno
 import io
 import json
 import math
+import re
 import shutil
 import tempfile
 import time
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -179,6 +181,32 @@ def _restore(state_path: Path, model, opt, sched) -> tuple[int, list[dict]]:
     return st["epoch"] + 1, st["history"]
 
 
+SNAPSHOTS = "checkpoints"  # a run's encoder snapshots: <run>/checkpoints/encoder_epoch{N}.safetensors
+
+
+def snapshot_path(run_dir: str | Path, epoch: int) -> Path:
+    """Where a run keeps its encoder snapshot of ``epoch`` (``--save-encoder-every``)."""
+    return Path(run_dir) / SNAPSHOTS / f"encoder_epoch{epoch}.safetensors"
+
+
+def snapshots(run_dir: str | Path, every: int = 1, at: Sequence[int] | None = None) -> list[tuple[int, Path]]:
+    """``[(epoch, path)]`` of a run's encoder snapshots, by epoch (with ``every``: only
+    epochs that are multiples of it; with ``at``: exactly those epochs, each of which must exist)."""
+    if not Path(run_dir).is_dir():
+        raise VinyError(f"run folder {run_dir} does not exist; give a viny pretrain run folder (--out of viny pretrain)")
+    paths = (Path(run_dir) / SNAPSHOTS).glob("encoder_epoch*.safetensors")
+    out = sorted((int(re.findall(r"\d+", p.stem)[-1]), p) for p in paths)
+    if at is not None:
+        missing = sorted(set(at) - {e for e, _ in out})
+        if missing:
+            raise VinyError(f"{run_dir}/{SNAPSHOTS} has no encoder snapshot for epoch(s) {missing}; it has {[e for e, _ in out]}")
+        out = [(e, p) for e, p in out if e in set(at)]
+    out = [(e, p) for e, p in out if e % every == 0]
+    if len(out) < 2:
+        raise VinyError(f"{run_dir} has {len(out)} encoder snapshot(s); pre-train with --save-encoder-every N to get a trajectory")
+    return out
+
+
 def train(config: TrainConfig, out_dir: str | Path, resume: bool = False, progress: bool = True) -> dict:
     """Run one phase to the end; returns the final results (also in ``results.json``)."""
     config.validate()
@@ -252,7 +280,7 @@ def train(config: TrainConfig, out_dir: str | Path, resume: bool = False, progre
                 if config.save_encoder_every and (epoch + 1) % config.save_encoder_every == 0:
                     # pre-training snapshots keep the decoder and mask token, so the reconstruction
                     # yardstick can score them; every encoder loader reads the encoder part
-                    save_weights(model if config.phase == "pretrain" else model.encoder, out / "checkpoints" / f"encoder_epoch{epoch + 1}.safetensors", phase=config.phase, epoch=epoch + 1, metrics=row)
+                    save_weights(model if config.phase == "pretrain" else model.encoder, snapshot_path(out, epoch + 1), phase=config.phase, epoch=epoch + 1, metrics=row)
                 if last or (epoch + 1) % config.checkpoint_every == 0:
                     _save_state(state_path, model, opt, sched, epoch, history)
                 _write_metrics(out / "metrics.csv", history)
