@@ -84,7 +84,9 @@ def test_read_only_output_says_so(tmp_path, monkeypatch):
     def refuse(*a, **k):
         raise PermissionError(errno.EROFS, "Read-only file system", str(tmp_path))
 
-    monkeypatch.setattr(T.tempfile, "NamedTemporaryFile", refuse)
+    import viny.files
+
+    monkeypatch.setattr(viny.files.tempfile, "NamedTemporaryFile", refuse)
     with pytest.raises(VinyError, match="read-only folder"):
         T.train(make_config("finetune", epochs=1, train_size=16, test_size=16, model="viny_test", batch_size=16), tmp_path / "ro", progress=False)
 
@@ -113,6 +115,17 @@ def test_full_disk_says_disk_and_keeps_the_last_checkpoint(tmp_path, monkeypatch
     monkeypatch.setattr(T.torch, "save", real_save)
     monkeypatch.setattr(T.shutil, "disk_usage", shutil.disk_usage)
     assert T.train(cfg, run, resume=True, progress=False) == full
+
+
+def test_an_output_folder_that_cannot_be_made_names_its_cause_not_a_full_disk(tmp_path, monkeypatch):
+    """``--out /proc/x`` (a file system with no free space that refuses folders): said as what it is."""
+    DiskUsage = collections.namedtuple("DiskUsage", "total used free")
+    monkeypatch.setattr(T.shutil, "disk_usage", lambda p: DiskUsage(0, 0, 0))
+    (tmp_path / "a_file").write_text("")
+    cfg = make_config("finetune", epochs=1, train_size=16, test_size=16, model="viny_test", batch_size=16)
+    with pytest.raises(VinyError, match=r"cannot write .*a_file/run: not a directory; choose a writable --out\. Nothing was written") as e:
+        T.train(cfg, tmp_path / "a_file" / "run", progress=False)
+    assert "disk is full" not in str(e.value) and "--resume" not in str(e.value)
 
 
 def test_stale_temp_files_of_a_killed_write_are_removed_on_the_next_start(tmp_path):
@@ -215,3 +228,12 @@ def test_notebook_outputs_go_to_a_documented_place(tmp_path, monkeypatch):
     assert repo_runs("demo") == tmp_path / "runs" / "demo"  # JupyterLab's working directory: the project's notebooks/
     monkeypatch.setenv("VINY_RUNS", str(tmp_path / "elsewhere"))
     assert repo_runs("demo") == tmp_path / "elsewhere" / "demo"
+
+
+def test_demo_publishing_to_an_unwritable_folder_is_refused_before_any_cell_runs(tmp_path):
+    from viny.demo import run_demo
+
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(VinyError, match=r"--publish .*a_file/pub: cannot write there \(not a directory\).*Nothing was run or written"):
+        run_demo(tmp_path / "out", scale="smoke", publish_to=tmp_path / "a_file" / "pub")
+    assert not (tmp_path / "out").exists()

@@ -21,7 +21,7 @@ import pandas as pd
 
 from viny.data.datasets import DATA_FOLDERS, check_data_root
 from viny.errors import VinyError
-from viny.files import atomic_path
+from viny.files import atomic_path, check_writable
 from viny.study import finetune_rows
 
 __all__ = ["PARAMS", "run_demo", "summarize", "publish", "check_data_root"]
@@ -138,6 +138,12 @@ def run_demo(out: str | Path | None = None, scale: str = "demo", executor: str =
             if "data_root" in notebook_parameters(st.notebook):
                 st.fixed["data_root"] = root
     validate_values(grid)
+    if publish_to is not None:
+        try:
+            check_writable(publish_to)
+        except OSError as e:
+            raise VinyError(f"--publish {publish_to}: cannot write there ({(e.strerror or str(e)).lower()}); "
+                            "choose a writable folder. Nothing was run or written") from None
     if publish_to is not None and (Path(publish_to) / PUBLISHED_CELLS).is_dir():
         taken = import_cells(grid, Path(publish_to) / PUBLISHED_CELLS)
         if taken:

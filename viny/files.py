@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
-__all__ = ["atomic_path", "atomic_write_text", "atomic_write_json", "file_sha256"]
+__all__ = ["atomic_path", "atomic_write_text", "atomic_write_json", "file_sha256", "check_writable"]
 
 
 def _umask() -> int:
@@ -71,3 +71,13 @@ def file_sha256(path: str | os.PathLike) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def check_writable(folder: str | os.PathLike) -> Path:
+    """Create ``folder`` (with its parents) and write and remove a probe file in it, so a
+    folder that cannot be written fails (with its ``OSError``) before any work starts."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check.", suffix=".tmp"):
+        pass
+    return folder

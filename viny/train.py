@@ -30,7 +30,6 @@ import json
 import math
 import re
 import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Sequence
@@ -43,7 +42,7 @@ import viny
 from viny.config import COMPILE_ABOVE, RUNTIME_OPTIONS, TrainConfig, config_from_dict
 from viny.device import autocast, keep_freed_memory, resolve_device, resolve_precision
 from viny.errors import TrainingDiverged, VinyError
-from viny.files import atomic_path, atomic_write_json, atomic_write_text
+from viny.files import atomic_path, atomic_write_json, atomic_write_text, check_writable
 from viny.registry import create_encoder
 from viny.tasks import make_task
 from viny.weights import load_user_encoder, save_weights
@@ -96,19 +95,25 @@ def _write_metrics(path: Path, history: list[dict]) -> None:
     atomic_write_text(path, buf.getvalue())
 
 
-def write_error(path: Path, error: BaseException) -> VinyError:
+def write_error(path: Path, error: BaseException, started: bool = True) -> VinyError:
     """A one-line error for a file that could not be written: says "disk full" when it is
-    (torch's own message for that is a chained ``inline_container.cc`` error)."""
-    full = getattr(error, "errno", None) == errno.ENOSPC
-    with contextlib.suppress(OSError):
-        full = full or shutil.disk_usage(next(p for p in (path, *path.parents) if p.exists())).free < 16 * 2**20
+    (torch's own message for that is a chained ``inline_container.cc`` error, without an errno:
+    then the free space decides). ``started``: whether the run had written anything yet."""
+    code = getattr(error, "errno", None)
+    full = code == errno.ENOSPC
+    if code is None:
+        with contextlib.suppress(OSError):
+            full = shutil.disk_usage(next(p for p in (path, *path.parents) if p.exists())).free < 16 * 2**20
     if full:
         reason = "the disk is full; free some space"
-    elif isinstance(error, PermissionError) or getattr(error, "errno", None) in (errno.EACCES, errno.EROFS, errno.EPERM):
+    elif isinstance(error, PermissionError) or code in (errno.EACCES, errno.EROFS, errno.EPERM):
         reason = "permission denied (read-only folder?); choose a writable --out"
+    elif isinstance(error, OSError) and error.strerror:
+        reason = f"{error.strerror.lower()}; choose a writable --out"
     else:
         reason = (str(error).splitlines() or [type(error).__name__])[0][:200]
-    return VinyError(f"cannot write {path}: {reason}. Files already written are intact; rerun with --resume to continue from the last good checkpoint")
+    after = " Files already written are intact; rerun with --resume to continue from the last good checkpoint" if started else " Nothing was written"
+    return VinyError(f"cannot write {path}: {reason}.{after}")
 
 
 def _save_state(path: Path, model, opt, sched, epoch: int, history: list[dict]) -> None:
@@ -123,11 +128,9 @@ def _save_state(path: Path, model, opt, sched, epoch: int, history: list[dict]) 
 def _check_writable(folder: Path) -> None:
     """Refuse an output folder that cannot be written before any work starts."""
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check.", suffix=".tmp"):
-            pass
+        check_writable(folder)
     except OSError as e:
-        raise write_error(folder, e) from None
+        raise write_error(folder, e, started=False) from None
 
 
 def remove_stale_temp_files(folder: Path) -> list[Path]:
