@@ -27,5 +27,5 @@ for spec in $SIZES; do
   resume=(); [ -f "$out/state.pt" ] && resume=(--resume)
   echo "$(date -Is) pre-training $n images x $epochs epochs -> $out ${resume[*]}"
   "$VINY" pretrain --preset small_compute --data "$DATA/imagenet-subset/train" --num-images "$n" --epochs "$epochs" \
-    --heldout-data "$DATA/intel-image-classification" --save-encoder-every 10 --compile --quiet --out "$out" "${resume[@]}"
+    --heldout-data "$DATA/intel-image-classification" --save-encoder-every 10 --checkpoint-every 1 --compile --quiet --out "$out" "${resume[@]}"
 done

@@ -92,7 +92,7 @@ def test_read_only_output_says_so(tmp_path, monkeypatch):
 
 
 def test_full_disk_says_disk_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
-    cfg = make_config("finetune", epochs=3, train_size=16, test_size=16, model="viny_test", precision="fp32", batch_size=16)
+    cfg = make_config("finetune", epochs=3, train_size=16, test_size=16, model="viny_test", precision="fp32", batch_size=16, checkpoint_every=1)
     full = T.train(cfg, tmp_path / "full", progress=False)
     real_save, calls = torch.save, collections.Counter()
 

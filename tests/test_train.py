@@ -62,7 +62,7 @@ def test_same_seed_same_run_on_cpu(tmp_path):
 @pytest.mark.parametrize("phase,extra", [("finetune", dict(train_size=32, test_size=32)), ("pretrain", dict(num_images=32)),
                                          ("pretrain", dict(num_images=32, schedule="cosine", warmup_epochs=1, lr=1e-3))])
 def test_resume_equals_uninterrupted(tmp_path, monkeypatch, phase, extra):
-    cfg = make_config(phase, epochs=3, **extra, **TINY)
+    cfg = make_config(phase, epochs=3, checkpoint_every=1, **extra, **TINY)
     full = T.train(cfg, tmp_path / "full", progress=False)
 
     real = T.epoch_generator
@@ -82,6 +82,19 @@ def test_resume_equals_uninterrupted(tmp_path, monkeypatch, phase, extra):
     resumed = T.train(cfg, tmp_path / "cut", resume=True, progress=False)
     assert resumed == full
     assert [r["train_loss"] for r in metrics(tmp_path / "cut")] == [r["train_loss"] for r in metrics(tmp_path / "full")]
+
+
+@pytest.mark.parametrize("every,seconds,saved", [(0, 1e9, [4]), (0, 0.0, [1, 2, 3, 4]), (2, 1e9, [2, 4])])
+def test_resume_checkpoints_about_once_a_minute_by_default(tmp_path, monkeypatch, every, seconds, saved):
+    """checkpoint_every 0 (the default): a checkpoint after the first epoch that ends CHECKPOINT_SECONDS
+    after the last one, and always after the last epoch; N: every N epochs. Results do not depend on it."""
+    real, epochs = T._save_state, []
+    monkeypatch.setattr(T, "_save_state", lambda path, model, opt, sched, epoch, history: (epochs.append(epoch + 1),
+                                                                                          real(path, model, opt, sched, epoch, history)))
+    monkeypatch.setattr(T, "CHECKPOINT_SECONDS", seconds)
+    results = T.train(make_config("finetune", epochs=4, train_size=16, test_size=16, checkpoint_every=every, **TINY), tmp_path / "r", progress=False)
+    assert epochs == saved
+    assert results == T.train(make_config("finetune", epochs=4, train_size=16, test_size=16, checkpoint_every=1, **TINY), tmp_path / "every", progress=False)
 
 
 def test_compiled_training_matches_eager_in_fp32(tmp_path):
@@ -111,7 +124,7 @@ def test_resume_needs_a_checkpoint_and_the_same_options(tmp_path):
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     from viny.tasks import FinetuneTask
 
-    cfg = make_config("finetune", epochs=3, train_size=16, test_size=16, **TINY)
+    cfg = make_config("finetune", epochs=3, train_size=16, test_size=16, checkpoint_every=1, **TINY)
     real = FinetuneTask.loss
     calls = {"n": 0}
 

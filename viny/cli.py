@@ -36,7 +36,7 @@ _HELP = {
     "contrast": "strength of the random contrast augmentation (0: none)",
     "loss_quirk": "the authors' log_softmax over pixels before the cross-entropy (likely unintended; off = plain CE)",
     "normalize": "ImageNet mean/std normalisation of the input (the authors' fine-tuning code does not normalise)",
-    "checkpoint_every": "epochs between resume checkpoints (state.pt)",
+    "checkpoint_every": "epochs between resume checkpoints (state.pt); 0 (default): about one a minute, and the last epoch",
     "save_encoder_every": "also keep an encoder snapshot every N epochs in checkpoints/ (0: only the final encoder); pre-training snapshots keep the decoder",
     "split_seed": "seed of the train/test split of the Pets pool (paper: 42)",
     "cache_dir": "decoded-image cache folder (default: $VINY_CACHE or ~/.cache/viny)",

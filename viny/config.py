@@ -67,7 +67,7 @@ class TrainConfig:
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on CUDA and on CPUs with bf16 units
     device: str = "auto"
     compile: bool | None = None  # torch.compile the training steps (inductor); None: only for runs of >= COMPILE_ABOVE image-steps, where its ~1 min compile pays
-    checkpoint_every: int = 1  # epochs between resume checkpoints
+    checkpoint_every: int = 0  # epochs between resume checkpoints; 0: about one a minute (after the epoch that ends >= 60 s after the last), and always the last epoch
     save_encoder_every: int = 0  # also keep encoder snapshots every N epochs (0: only the final one)
     eval_every: int = 0  # intermediate, finetune: score the evaluation images every N epochs (val_* columns of metrics.csv, a learning curve); finetune only with validation_size
     eval_batch_size: int = 256
@@ -78,9 +78,11 @@ class TrainConfig:
         def bad(name, why):
             raise VinyError(f"invalid {self.phase} option --{name.replace('_', '-')}: {why}")
 
-        for name in ("epochs", "batch_size", "checkpoint_every", "eval_batch_size"):
+        for name in ("epochs", "batch_size", "eval_batch_size"):
             if getattr(self, name) < 1:
                 bad(name, f"must be >= 1, got {getattr(self, name)}")
+        if self.checkpoint_every < 0:
+            bad("checkpoint_every", f"must be >= 0 (0: about one a minute), got {self.checkpoint_every}")
         if self.lr <= 0:
             bad("lr", f"must be > 0, got {self.lr}")
         if self.weight_decay < 0:

@@ -184,6 +184,7 @@ def _restore(state_path: Path, model, opt, sched) -> tuple[int, list[dict]]:
     return st["epoch"] + 1, st["history"]
 
 
+CHECKPOINT_SECONDS = 60.0  # checkpoint_every 0: a resume checkpoint after the first epoch ending this long after the last
 SNAPSHOTS = "checkpoints"  # a run's encoder snapshots: <run>/checkpoints/encoder_epoch{N}.safetensors
 
 
@@ -249,6 +250,7 @@ def train(config: TrainConfig, out_dir: str | Path, resume: bool = False, progre
     final = None  # the final evaluation, when the learning curve already scored the last epoch
     bar = tqdm(total=config.epochs * steps, initial=start * steps, desc=f"{config.phase}", disable=not progress, unit="step", dynamic_ncols=True)
     try:
+        saved_at = time.perf_counter()  # the last resume checkpoint (checkpoint_every 0: one a minute)
         for epoch in range(start, config.epochs):
             t0 = time.perf_counter()
             model.train()
@@ -284,8 +286,10 @@ def train(config: TrainConfig, out_dir: str | Path, resume: bool = False, progre
                     # pre-training snapshots keep the decoder and mask token, so the reconstruction
                     # yardstick can score them; every encoder loader reads the encoder part
                     save_weights(model if config.phase == "pretrain" else model.encoder, snapshot_path(out, epoch + 1), phase=config.phase, epoch=epoch + 1, metrics=row)
-                if last or (epoch + 1) % config.checkpoint_every == 0:
+                every = config.checkpoint_every
+                if last or (every and (epoch + 1) % every == 0) or (not every and time.perf_counter() - saved_at >= CHECKPOINT_SECONDS):
                     _save_state(state_path, model, opt, sched, epoch, history)
+                    saved_at = time.perf_counter()
                 _write_metrics(out / "metrics.csv", history)
             except OSError as e:
                 raise write_error(Path(e.filename) if e.filename else out, e) from None
