@@ -71,7 +71,7 @@ def test_selection_verdicts_and_chart():
 
 def test_snapshots_every_and_at(tmp_path):
     from viny.errors import VinyError
-    from viny.train import snapshots
+    from viny.weights import snapshots
 
     (tmp_path / "checkpoints").mkdir()
     for e in (10, 20, 30, 40):

@@ -10,7 +10,7 @@ from viny.errors import TrainingDiverged, VinyError
 from viny.evaluate import evaluate_checkpoint
 from viny.model import patch_tokens
 from viny.tasks import patch_majority_labels
-from viny.weights import load_encoder, read_metadata
+from viny.weights import load_encoder, read_metadata, snapshot_path, snapshots
 
 TINY = dict(model="viny_test", precision="fp32", batch_size=16)
 
@@ -145,7 +145,7 @@ def test_encoder_snapshots(tmp_path):
     T.train(make_config("pretrain", epochs=2, num_images=16, save_encoder_every=1, **TINY), tmp_path / "p", progress=False)
     snaps = sorted((tmp_path / "p" / "checkpoints").glob("*.safetensors"))
     assert [p.name for p in snaps] == ["encoder_epoch1.safetensors", "encoder_epoch2.safetensors"]
-    assert T.snapshots(tmp_path / "p") == [(1, snaps[0]), (2, snaps[1])] == [(e, T.snapshot_path(tmp_path / "p", e)) for e in (1, 2)]
+    assert snapshots(tmp_path / "p") == [(1, snaps[0]), (2, snaps[1])] == [(e, snapshot_path(tmp_path / "p", e)) for e in (1, 2)]
     # pre-training snapshots keep the decoder (for the reconstruction yardstick) and still load as encoders
     from viny.weights import load_simmim
 

@@ -226,8 +226,7 @@ def _run_select(args) -> int:
     from viny.data.augment import to_float
     from viny.selection import select_snapshot
     from viny.tasks import heldout_images
-    from viny.train import snapshots
-    from viny.weights import read_metadata
+    from viny.weights import read_metadata, snapshots
 
     args_ = read_metadata(snapshots(args.run)[0][1]).get("model_args", {})
     size = args_.get("img_size", 128)

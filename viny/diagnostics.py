@@ -169,8 +169,7 @@ def along_training(run_dir: str | Path, data: DiagnosticImages, dse_images: int 
                    precision: str = "auto", seed: int = 0) -> tuple[pd.DataFrame, float]:
     """Diagnostics over a run's encoder snapshots (``checkpoints/encoder_epoch*.safetensors``,
     written with ``--save-encoder-every``): ``(table by epoch, Kendall tau(DSE, probe accuracy))``."""
-    from viny.train import snapshots
-    from viny.weights import load_encoder
+    from viny.weights import load_encoder, snapshots
 
     rows = []
     for epoch, p in snapshots(run_dir):

@@ -33,8 +33,8 @@ from viny.findings import format_interval, interval_verdict
 from viny.geometry import dse_scores, effective_rank
 from viny.simmim import reconstruction_yardstick
 from viny.stats import paired_difference
-from viny.train import snapshots, train
-from viny.weights import load_encoder, load_simmim, load_weights, read_metadata, save_weights
+from viny.train import train
+from viny.weights import load_encoder, load_simmim, load_weights, read_metadata, save_weights, snapshots
 
 __all__ = ["DOWNSTREAM_CSV", "SCORES_CSV", "curve_folder", "read_along_pretraining", "label_free_scores", "downstream_along_pretraining", "kendall_tau_interval", "choose", "selection_summary",
            "selection_verdicts", "SCORES", "select_snapshot"]

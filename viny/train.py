@@ -11,7 +11,7 @@
       encoder.safetensors  the final encoder (head dropped) + encoder.json metadata
       model.safetensors    the final encoder + head (for ``viny evaluate``) + model.json
       results.json         final evaluation (finetune: segmentation_scores, both mIoUs)
-      checkpoints/encoder_epoch{N}.safetensors   with --save-encoder-every N
+      checkpoints/encoder_epoch{N}.safetensors   with --save-encoder-every N (viny.weights.snapshots)
 
 Determinism: the model is initialised from ``config.seed``; each epoch draws its data
 order, augmentations and masks from a generator seeded by ``(seed, epoch)``, so a run
@@ -28,11 +28,9 @@ import errno
 import io
 import json
 import math
-import re
 import shutil
 import time
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -45,7 +43,7 @@ from viny.errors import TrainingDiverged, VinyError
 from viny.files import atomic_path, atomic_write_json, atomic_write_text, check_writable
 from viny.registry import create_encoder
 from viny.tasks import make_task
-from viny.weights import load_user_encoder, save_weights
+from viny.weights import load_user_encoder, save_weights, snapshot_path
 
 __all__ = ["train", "epoch_generator", "init_encoder", "RESULTS", "STATE"]
 
@@ -185,30 +183,6 @@ def _restore(state_path: Path, model, opt, sched) -> tuple[int, list[dict]]:
 
 
 CHECKPOINT_SECONDS = 60.0  # checkpoint_every 0: a resume checkpoint after the first epoch ending this long after the last
-SNAPSHOTS = "checkpoints"  # a run's encoder snapshots: <run>/checkpoints/encoder_epoch{N}.safetensors
-
-
-def snapshot_path(run_dir: str | Path, epoch: int) -> Path:
-    """Where a run keeps its encoder snapshot of ``epoch`` (``--save-encoder-every``)."""
-    return Path(run_dir) / SNAPSHOTS / f"encoder_epoch{epoch}.safetensors"
-
-
-def snapshots(run_dir: str | Path, every: int = 1, at: Sequence[int] | None = None) -> list[tuple[int, Path]]:
-    """``[(epoch, path)]`` of a run's encoder snapshots, by epoch (with ``every``: only
-    epochs that are multiples of it; with ``at``: exactly those epochs, each of which must exist)."""
-    if not Path(run_dir).is_dir():
-        raise VinyError(f"run folder {run_dir} does not exist; give a viny pretrain run folder (--out of viny pretrain)")
-    paths = (Path(run_dir) / SNAPSHOTS).glob("encoder_epoch*.safetensors")
-    out = sorted((int(re.findall(r"\d+", p.stem)[-1]), p) for p in paths)
-    if at is not None:
-        missing = sorted(set(at) - {e for e, _ in out})
-        if missing:
-            raise VinyError(f"{run_dir}/{SNAPSHOTS} has no encoder snapshot for epoch(s) {missing}; it has {[e for e, _ in out]}")
-        out = [(e, p) for e, p in out if e in set(at)]
-    out = [(e, p) for e, p in out if e % every == 0]
-    if len(out) < 2:
-        raise VinyError(f"{run_dir} has {len(out)} encoder snapshot(s); pre-train with --save-encoder-every N to get a trajectory")
-    return out
 
 
 def train(config: TrainConfig, out_dir: str | Path, resume: bool = False, progress: bool = True) -> dict:

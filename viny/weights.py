@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
+from typing import Sequence
 
 import torch
 from safetensors import SafetensorError
@@ -25,7 +27,8 @@ from viny.heads import Segmenter
 from viny.reference import ReferenceCheckpointError, load_reference_checkpoint
 from viny.simmim import SimMIM
 
-__all__ = ["save_weights", "load_weights", "read_metadata", "load_encoder", "load_simmim", "load_user_encoder", "load_segmenter", "model_spec"]
+__all__ = ["save_weights", "load_weights", "read_metadata", "load_encoder", "load_simmim", "load_user_encoder", "load_segmenter", "model_spec",
+           "SNAPSHOTS", "snapshot_path", "snapshots"]
 
 _META_KEY = "viny"
 
@@ -152,3 +155,29 @@ def load_segmenter(path: str | os.PathLike) -> tuple["torch.nn.Module", dict]:
     model = Segmenter(viny.ViNy(**meta["model_args"]))
     model.load_state_dict(sd, strict=True)
     return model, meta
+
+
+SNAPSHOTS = "checkpoints"  # a run's encoder snapshots: <run>/checkpoints/encoder_epoch{N}.safetensors
+
+
+def snapshot_path(run_dir: str | Path, epoch: int) -> Path:
+    """Where a run keeps its encoder snapshot of ``epoch`` (``--save-encoder-every``)."""
+    return Path(run_dir) / SNAPSHOTS / f"encoder_epoch{epoch}.safetensors"
+
+
+def snapshots(run_dir: str | Path, every: int = 1, at: Sequence[int] | None = None) -> list[tuple[int, Path]]:
+    """``[(epoch, path)]`` of a run's encoder snapshots, by epoch (with ``every``: only
+    epochs that are multiples of it; with ``at``: exactly those epochs, each of which must exist)."""
+    if not Path(run_dir).is_dir():
+        raise VinyError(f"run folder {run_dir} does not exist; give a viny pretrain run folder (--out of viny pretrain)")
+    paths = (Path(run_dir) / SNAPSHOTS).glob("encoder_epoch*.safetensors")
+    out = sorted((int(re.findall(r"\d+", p.stem)[-1]), p) for p in paths)
+    if at is not None:
+        missing = sorted(set(at) - {e for e, _ in out})
+        if missing:
+            raise VinyError(f"{run_dir}/{SNAPSHOTS} has no encoder snapshot for epoch(s) {missing}; it has {[e for e, _ in out]}")
+        out = [(e, p) for e, p in out if e in set(at)]
+    out = [(e, p) for e, p in out if e % every == 0]
+    if len(out) < 2:
+        raise VinyError(f"{run_dir} has {len(out)} encoder snapshot(s); pre-train with --save-encoder-every N to get a trajectory")
+    return out
