@@ -239,7 +239,7 @@ def train(config: TrainConfig, out_dir: str | Path, resume: bool = False, progre
                 if not np.isfinite(value):
                     raise TrainingDiverged(
                         f"non-finite loss ({value}) at epoch {epoch + 1}, step {k + 1}; stopped. "
-                        f"The last good checkpoint is {state_path if state_path.exists() else 'none (first epoch)'}; "
+                        f"The last good checkpoint is {state_path if state_path.exists() else 'none yet'}; "
                         "try a lower --lr or --precision fp32"
                     )
                 opt.zero_grad(set_to_none=True)
