@@ -255,3 +255,36 @@ def test_store_key_follows_the_init_file_content(tmp_path):
     torch.manual_seed(1)
     save_weights(create_encoder("viny_test").state_dict(), path)
     assert config_key(cfg) != first
+
+
+def test_store_lock_says_when_a_cell_waits_for_another_process(tmp_path, capsys):
+    """A grid cell whose upstream run is being trained by another worker waits on its lock;
+    it must say so (otherwise it looks hung), and take the lock once it is released."""
+    import fcntl
+    import threading
+    import time
+
+    from viny.pipeline import _locked
+
+    lock = tmp_path / ".locks" / "pretrain-abc.lock"
+    lock.parent.mkdir()
+    holder = open(lock, "a+")
+    fcntl.flock(holder.fileno(), fcntl.LOCK_EX)
+    entered = threading.Event()
+
+    def waiter():
+        with _locked(lock, "the pretrain run X"):
+            entered.set()
+
+    t = threading.Thread(target=waiter)
+    t.start()
+    time.sleep(0.5)
+    assert not entered.is_set()
+    fcntl.flock(holder.fileno(), fcntl.LOCK_UN)
+    holder.close()
+    t.join(10)
+    assert entered.is_set()
+    assert "waiting for the pretrain run X: another process is training it" in capsys.readouterr().err
+    with _locked(lock, "the pretrain run X"):  # free: no message
+        pass
+    assert capsys.readouterr().err == ""

@@ -16,6 +16,8 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import sys
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -39,10 +41,17 @@ def config_key(config: TrainConfig) -> str:
 
 
 @contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
+def _locked(path: Path, what: str = "") -> Iterator[None]:
+    """Hold an exclusive lock on ``path``; while another process holds it, say so on
+    stderr once (a cell waiting here otherwise looks hung) and wait."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+") as f:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"waiting for {what or path.stem}: another process is training it ({time.strftime('%H:%M:%S')})",
+                  file=sys.stderr, flush=True)
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
         try:
             yield
         finally:
@@ -53,7 +62,7 @@ def run_in_store(config: TrainConfig, store: str | Path, progress: bool = True) 
     """The run folder of ``config`` in ``store``, trained (or resumed) if not finished."""
     store = Path(store)
     run = store / f"{config.phase}-{config_key(config)}"
-    with _locked(store / ".locks" / f"{run.name}.lock"):
+    with _locked(store / ".locks" / f"{run.name}.lock", f"the {config.phase} run {run}"):
         if not (run / RESULTS).is_file():
             train(config, run, resume=(run / STATE).is_file(), progress=progress)
     return run
