@@ -77,6 +77,24 @@ def test_local_grid_is_fault_tolerant_and_resumable(tmp_path, capfd):
     assert json.loads((grid.out / "cells" / "s" / "x=2" / "status.json").read_text())["attempts"] == 1
 
 
+def test_cells_run_one_seed_of_everything_first(tmp_path, monkeypatch):
+    """The last axis varies slowest in the run order, so the seeds of one configuration
+    (which share its upstream run) are not started side by side; names keep the axis order."""
+    import viny.grid as G
+
+    (tmp_path / "notebooks").mkdir()
+    (tmp_path / "notebooks" / "nb.py").write_text(NOTEBOOK.replace('label: str = "a"', 'label: str = "a"\nseed: int = 0'))
+    (tmp_path / "g.yaml").write_text("name: t\nout: out\nstudies:\n  s:\n    notebook: notebooks/nb.py\n"
+                                     "    axes: {x: [1, 3], label: [p, q], seed: [0, 1]}\n")
+    grid = load_grid(tmp_path / "g.yaml")
+    ran = []
+    monkeypatch.setattr(G, "run_cell", lambda cell, threads=None: ran.append(cell.id) or {"status": "done", "study": "s", "cell": cell.id})
+    run_grid(grid, quiet=True)
+    assert ran == ["x=1,label=p,seed=0", "x=3,label=p,seed=0", "x=1,label=q,seed=0", "x=3,label=q,seed=0",
+                   "x=1,label=p,seed=1", "x=3,label=p,seed=1", "x=1,label=q,seed=1", "x=3,label=q,seed=1"]
+    assert [c.id for c in expand(grid)["s"]][:2] == ["x=1,label=p,seed=0", "x=1,label=p,seed=1"]  # expansion order unchanged
+
+
 def test_local_grid_with_two_workers(tmp_path):
     grid = load_grid(make_grid(tmp_path, axes="x: [1, 3, 4]"))
     table = run_grid(grid, jobs=2, quiet=True)

@@ -16,8 +16,9 @@ anything runs (papermill itself only warns). Each cell runs in its own folder
 ``<out>/cells/<study>/<cell>/`` (executed notebook ``notebook.ipynb``, ``metrics.json``
 written by the notebook, ``status.json``); ``output_dir`` (the cell folder),
 ``store_dir`` (``<out>/store``, shared upstream runs: :mod:`viny.pipeline`) and
-``grid_dir`` are passed to notebooks that declare them. Studies run in the order given;
-after each, the cells' metrics and papermill metadata are joined into
+``grid_dir`` are passed to notebooks that declare them. Studies run in the order given,
+the cells of each with the last axis varying slowest (:func:`run_order`: one seed of every
+configuration first, and parallel workers on different upstream runs); after each, the cells' metrics and papermill metadata are joined into
 ``<out>/results.parquet`` (one row per cell, parameters as columns).
 
 Rerunning skips finished cells, so a killed grid continues where it stopped (a study
@@ -63,7 +64,7 @@ CELL_METRICS = "metrics.json"  # the scores the notebook writes; joined into res
 CELL_STATUS = "status.json"  # done / failed, error, timings: written by the grid, last
 
 __all__ = ["Study", "Grid", "Cell", "load_grid", "validate_values", "check_parameter", "expand", "CELL_NOTEBOOK", "CELL_METRICS", "CELL_STATUS",
-           "cell_status", "export_cells", "import_cells", "run_grid", "collect", "notebook_parameters"]
+           "cell_status", "run_order", "export_cells", "import_cells", "run_grid", "collect", "notebook_parameters"]
 
 INJECTED = ("output_dir", "store_dir", "grid_dir")
 _GRID_KEYS = {"name", "out", "studies", "description"}
@@ -272,6 +273,18 @@ def expand(grid: Grid) -> dict[str, list[Cell]]:
             cells.append(Cell(st.name, str(st.notebook), params, axes, str(cdir)))
         out[st.name] = cells
     return out
+
+
+def run_order(cells: list[Cell], axes: dict[str, list]) -> list[Cell]:
+    """The order cells run in: the last axis varies slowest (seed-last grids run one seed
+    of every configuration before the next seed). Cells that differ only in their last
+    axes, such as the seeds of one configuration, usually share an upstream run
+    (:mod:`viny.pipeline`); run next to each other, the second worker would wait on its
+    lock with a core idle. Spread out, parallel workers build different upstream runs at
+    once. Cell names and folders do not depend on this order."""
+    keys = list(axes)
+    index = {k: {json.dumps(v, sort_keys=True, default=str): i for i, v in enumerate(axes[k])} for k in keys}
+    return sorted(cells, key=lambda c: tuple(index[k][json.dumps(c.axes[k], sort_keys=True, default=str)] for k in reversed(keys)))
 
 
 def _status_record(cell: Cell) -> dict:
@@ -560,13 +573,14 @@ def run_grid(grid: Grid, executor: str = "local", jobs: int = 1, retry_failed: b
             print(msg + (f" ({rec['error']})" if rec.get("error") else ""), flush=True)
         return rec
 
+    axes = {st.name: st.axes for st in grid.studies}
     for study, cells in all_cells.items():
         seen = _grid_fingerprint(all_cells, study) if any("grid_dir" in c.params for c in cells) else None
         todo = [c for c in cells if cell_status(c) == "pending" or (retry_failed and cell_status(c) == "failed")
                 or (seen and cell_status(c) == "done" and _status_record(c).get("grid_seen") != seen)]
         done_count[0] += len(cells) - len(todo)
         if todo:
-            (_run_ray if executor == "ray" else _run_local)(todo, jobs, progress)
+            (_run_ray if executor == "ray" else _run_local)(run_order(todo, axes[study]), jobs, progress)
             if seen:
                 for c in todo:
                     atomic_write_json(Path(c.dir) / CELL_STATUS, {**_status_record(c), "grid_seen": seen})
