@@ -131,6 +131,35 @@ def test_a_study_that_reads_the_grid_reruns_when_other_cells_change(tmp_path, mo
     assert runs == ["s", "s", "summary", "s", "summary"]
 
 
+def test_independent_studies_share_one_pool_and_grid_readers_run_last(tmp_path, monkeypatch):
+    """A worker freed at the end of one study starts the next study's cells (one batch for
+    all studies that do not read the grid); a study that reads the grid runs after them,
+    wherever the file lists it, and results.parquet is written after every cell."""
+    import viny.grid as G
+    from viny.files import atomic_write_json
+
+    (tmp_path / "notebooks").mkdir()
+    (tmp_path / "notebooks" / "nb.py").write_text(NOTEBOOK)
+    (tmp_path / "notebooks" / "summary.py").write_text('# %% tags=["parameters"]\ngrid_dir: str = ""\noutput_dir: str = ""\n')
+    (tmp_path / "g.yaml").write_text("name: t\nout: out\nstudies:\n  summary:\n    notebook: notebooks/summary.py\n"
+                                     "  s:\n    notebook: notebooks/nb.py\n    axes: {x: [1, 3]}\n"
+                                     "  t:\n    notebook: notebooks/nb.py\n    axes: {x: [4]}\n")
+    grid = load_grid(tmp_path / "g.yaml")
+    batches, tables = [], []
+
+    def fake_run_cell(cell, threads=None):
+        tables.append((grid.out / "results.parquet").is_file())
+        atomic_write_json(G.Path(cell.dir) / "status.json", record := {"status": "done", "study": cell.study, "cell": cell.id})
+        return record
+
+    real = G._run_local
+    monkeypatch.setattr(G, "run_cell", fake_run_cell)
+    monkeypatch.setattr(G, "_run_local", lambda cells, jobs, progress: batches.append([c.study for c in cells]) or real(cells, jobs, progress))
+    run_grid(grid, jobs=1, quiet=True)
+    assert batches == [["s", "s", "t"], ["summary"]]
+    assert tables == [False, True, True, True]  # the table follows each finished cell
+
+
 def test_grid_work_counts_shared_upstream_runs_once():
     from pathlib import Path
 

@@ -16,10 +16,13 @@ anything runs (papermill itself only warns). Each cell runs in its own folder
 ``<out>/cells/<study>/<cell>/`` (executed notebook ``notebook.ipynb``, ``metrics.json``
 written by the notebook, ``status.json``); ``output_dir`` (the cell folder),
 ``store_dir`` (``<out>/store``, shared upstream runs: :mod:`viny.pipeline`) and
-``grid_dir`` are passed to notebooks that declare them. Studies run in the order given,
-the cells of each with the last axis varying slowest (:func:`run_order`: one seed of every
-configuration first, and parallel workers on different upstream runs); after each, the cells' metrics and papermill metadata are joined into
-``<out>/results.parquet`` (one row per cell, parameters as columns).
+``grid_dir`` are passed to notebooks that declare them. The cells of all studies run in
+one pool of workers, study after study in the order given, the cells of each with the last
+axis varying slowest (:func:`run_order`: one seed of every configuration first, and
+parallel workers on different upstream runs); a study whose notebook reads the whole grid
+(declares ``grid_dir``) runs after all the others. After every cell, the cells' metrics and
+papermill metadata are joined into ``<out>/results.parquet`` (one row per cell, parameters
+as columns).
 
 Rerunning skips finished cells, so a killed grid continues where it stopped (a study
 whose notebook reads the whole grid, i.e. declares ``grid_dir``, runs again whenever
@@ -554,8 +557,16 @@ def write_table(grid: Grid) -> pd.DataFrame:
     return df
 
 
+def _todo(cells: list[Cell], retry_failed: bool, seen: str | None = None) -> list[Cell]:
+    """The cells to run: pending ones, failed ones with ``retry_failed``, and, for a study
+    that reads the grid, finished ones that saw another state of it than ``seen``."""
+    return [c for c in cells if cell_status(c) == "pending" or (retry_failed and cell_status(c) == "failed")
+            or (seen and cell_status(c) == "done" and _status_record(c).get("grid_seen") != seen)]
+
+
 def run_grid(grid: Grid, executor: str = "local", jobs: int = 1, retry_failed: bool = False, quiet: bool = False) -> pd.DataFrame:
-    """Run every pending cell, study by study; returns the joined table."""
+    """Run every pending cell; returns the joined table. The cells of all studies that do
+    not read the grid share one pool of workers; those that do run last."""
     if executor not in ("local", "ray"):
         raise VinyError(f"unknown executor {executor!r}: use local or ray")
     if jobs < 1:
@@ -571,20 +582,29 @@ def run_grid(grid: Grid, executor: str = "local", jobs: int = 1, retry_failed: b
         if not quiet:
             msg = f"[{done_count[0]}/{total}] {rec['study']}/{rec['cell']}: {rec['status']} in {rec.get('seconds', 0):.0f} s"
             print(msg + (f" ({rec['error']})" if rec.get("error") else ""), flush=True)
+        write_table(grid)  # results.parquet is current after every cell
         return rec
 
     axes = {st.name: st.axes for st in grid.studies}
+    reads_grid = {name: "grid_dir" in cells[0].params for name, cells in all_cells.items()}
+    run = _run_ray if executor == "ray" else _run_local
+    # the studies that do not read the grid share one pool: a worker freed at the end of one
+    # study starts the next study's cells instead of waiting for the last cell of the first
+    independent = [c for name, cells in all_cells.items() if not reads_grid[name]
+                   for c in run_order(_todo(cells, retry_failed), axes[name])]
+    done_count[0] += sum(len(cells) for name, cells in all_cells.items() if not reads_grid[name]) - len(independent)
+    if independent:
+        run(independent, jobs, progress)
     for study, cells in all_cells.items():
-        seen = _grid_fingerprint(all_cells, study) if any("grid_dir" in c.params for c in cells) else None
-        todo = [c for c in cells if cell_status(c) == "pending" or (retry_failed and cell_status(c) == "failed")
-                or (seen and cell_status(c) == "done" and _status_record(c).get("grid_seen") != seen)]
+        if not reads_grid[study]:
+            continue
+        seen = _grid_fingerprint(all_cells, study)
+        todo = _todo(cells, retry_failed, seen)
         done_count[0] += len(cells) - len(todo)
         if todo:
-            (_run_ray if executor == "ray" else _run_local)(run_order(todo, axes[study]), jobs, progress)
-            if seen:
-                for c in todo:
-                    atomic_write_json(Path(c.dir) / CELL_STATUS, {**_status_record(c), "grid_seen": seen})
-        write_table(grid)
+            run(run_order(todo, axes[study]), jobs, progress)
+            for c in todo:
+                atomic_write_json(Path(c.dir) / CELL_STATUS, {**_status_record(c), "grid_seen": seen})
     return write_table(grid)
 
 
