@@ -187,14 +187,26 @@ def test_sigterm_stops_the_workers_of_a_parallel_grid_and_leaves_their_cells_pen
             time.sleep(0.2)
         os.kill(os.getpid(), signal.SIGTERM)
 
+    processes = []  # the pool's worker Process objects, as multiprocessing knows them
+    stop = G._stop_workers
+    monkeypatch.setattr(G, "_stop_workers", lambda pool: processes.extend(pool._processes.values()) or stop(pool))
     threading.Thread(target=terminate_when_started, daemon=True).start()
     t0 = time.time()
     with pytest.raises(KeyboardInterrupt):
         G._run_local(cells, 2, lambda r: r)
     assert time.time() - t0 < 60  # not the 120 s the cells would take
+    # the pool's manager thread must end too: the interpreter joins it at exit, so a manager
+    # that still sees a worker alive (one reaped behind multiprocessing's back) hangs the grid
+    assert processes and all(p.exitcode is not None for p in processes)
+    managers = [t for t in threading.enumerate() if type(t).__name__ == "_ExecutorManagerThread"]
+    for t in managers:
+        t.join(15)
+    assert not any(t.is_alive() for t in managers)
     workers = [p for p in psutil.Process().children(recursive=True) if p.is_running() and p.status() != psutil.STATUS_ZOMBIE
                and "resource_tracker" not in " ".join(p.cmdline())]  # multiprocessing's tracker lives as long as this process
     assert not workers
+    kernels = [int((tmp_path / f"c{i}" / "started").read_text()) for i in range(2)]  # re-parented once their worker died
+    assert not [k for k in kernels if psutil.pid_exists(k) and psutil.Process(k).status() != psutil.STATUS_ZOMBIE]
     assert all(G.cell_status(c) == "pending" for c in cells)
 
 

@@ -441,22 +441,34 @@ def _disk_full(error: BaseException, folder: Path) -> bool:
 
 
 def _stop_workers(pool: ProcessPoolExecutor) -> None:
-    """Terminate the pool's workers and their notebook kernels (their cells stay pending)."""
+    """Terminate the pool's workers and their notebook kernels (their cells stay pending).
+
+    The workers are ended through multiprocessing (terminate, join), not reaped by psutil:
+    the pool's manager thread, which the interpreter joins at exit, polls them through
+    their ``Process`` objects, and a worker reaped behind its back stays "alive" to it
+    forever, so the grid printed that it was interrupted and then hung."""
     import psutil
 
     workers = list((getattr(pool, "_processes", None) or {}).values())  # before shutdown, which forgets them
-    pool.shutdown(wait=False, cancel_futures=True)
-    procs = []
+    kernels = []
     for proc in workers:
         with contextlib.suppress(psutil.Error):
-            procs += psutil.Process(proc.pid).children(recursive=True) + [psutil.Process(proc.pid)]
-    for p in procs:
+            kernels += psutil.Process(proc.pid).children(recursive=True)
+    pool.shutdown(wait=False, cancel_futures=True)
+    for p in kernels:
         with contextlib.suppress(psutil.Error):
             p.terminate()
-    _, alive = psutil.wait_procs(procs, timeout=5)
+    for proc in workers:
+        proc.terminate()
+    _, alive = psutil.wait_procs(kernels, timeout=5)  # not our children: polled, not reaped
     for p in alive:
         with contextlib.suppress(psutil.Error):
             p.kill()
+    for proc in workers:
+        proc.join(5)
+        if proc.exitcode is None:
+            proc.kill()
+            proc.join()
 
 
 def _run_local(cells: list[Cell], jobs: int, progress) -> list[dict]:
