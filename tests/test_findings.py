@@ -142,6 +142,19 @@ def test_pooled_cls_verdict_says_how_far_the_cells_disagree():
     assert "the CLS stage (8 epochs)" in ev and "11 significantly lower, 1 significantly higher" in ev
 
 
+def test_cls_cells_with_fewer_seeds_so_far_are_left_out():
+    """A grid still running: one CLS cell has one seed of three. Neither the pooled drop nor
+    the "largest where pre-training helps" comparison may use it (that gave "n=1, no interval")."""
+    t = _table()
+    partial = (t["pretrain_images"] == 1000) & (t["train_size"] == 400) & (t["intermediate"] == "cls_intel") & (t["seed"] > 0)
+    t.loc[(t["pretrain_images"] == 1000) & (t["train_size"] == 400) & (t["intermediate"] == "cls_intel") & (t["seed"] == 0), "miou"] += 0.5
+    f = findings(t[~partial]).set_index("claim")
+    assert "averaged over 11 cells: -6.00 [-8.48, -3.52] (n=3)" in f.loc["cls_hurts", "evidence"]
+    assert "1 cell(s) with fewer than 3 seeds so far left out" in f.loc["cls_hurts", "evidence"]
+    assert "(1000, 400)" not in f.loc["cls_hurts_where_pretraining_helps", "evidence"]
+    assert "no interval" not in f.loc["cls_hurts_where_pretraining_helps", "evidence"]
+
+
 def test_position_prior_pairs_random_init_with_its_control_by_seed():
     """Random init (N(0,1) positions) minus the timm-init control, per size, by seed: at 100
     images the differences are 2 and 4 points (mean 3, t interval 3 ± 12.706 * 1.414/sqrt(2))."""

@@ -128,6 +128,10 @@ def _cls_hurts(ft, metric):
             diffs.append((a[common] - b[common]).rename((p, n)))
     if not diffs:
         return _row("cls_hurts", "inconclusive", "needs runs with and without the CLS stage"), None
+    # a grid still running has cells with fewer seeds: judged on the complete cells only
+    seeds = max(len(d) for d in diffs)
+    partial = sum(len(d) < seeds for d in diffs)
+    diffs = [d for d in diffs if len(d) == seeds]
     per_seed = pd.concat(diffs, axis=1).mean(axis=1)  # mean over cells, per seed
     iv = mean_interval(per_seed.to_numpy())
     # how far the pooled cells disagree: each cell's own interval, and how many exclude zero either way
@@ -139,7 +143,8 @@ def _cls_hurts(ft, metric):
     stage = f"the CLS stage ({', '.join(map(str, epochs))} epochs)" if epochs else "the CLS stage"
     return _row("cls_hurts", interval_verdict(iv, positive_is_claim=False),
                 f"change in {metric} from {stage}, averaged over {len(diffs)} cells: {format_interval(iv)} points; per cell "
-                f"{min(means):+.2f} to {max(means):+.2f}, {lower} significantly lower, {higher} significantly higher"), diffs
+                f"{min(means):+.2f} to {max(means):+.2f}, {lower} significantly lower, {higher} significantly higher"
+                + (f"; {partial} cell(s) with fewer than {seeds} seeds so far left out" if partial else "")), diffs
 
 
 def _cls_where_pretraining_helps(ft, metric, diffs):
