@@ -249,3 +249,27 @@ def test_demo_publishing_to_an_unwritable_folder_is_refused_before_any_cell_runs
     with pytest.raises(VinyError, match=r"--publish .*a_file/pub: cannot write there \(not a directory\).*Nothing was run or written"):
         run_demo(tmp_path / "out", scale="smoke", publish_to=tmp_path / "a_file" / "pub")
     assert not (tmp_path / "out").exists()
+
+
+def test_rerunning_the_demo_runs_its_failed_cells_again(tmp_path, monkeypatch, capsys):
+    """A demo user retries by running the same command again (viny grid wants --retry-failed)."""
+    import viny.grid as G
+    import viny.report
+    from viny.demo import run_demo
+    from viny.files import atomic_write_json
+
+    runs = []
+
+    def failing_cell(cell, threads=None):
+        runs.append(cell.id)
+        record = {"status": "failed", "study": cell.study, "cell": cell.id, "error": "RuntimeError: boom"}
+        atomic_write_json(G.Path(cell.dir) / "status.json", record)
+        return record
+
+    monkeypatch.setattr(G, "run_cell", failing_cell)
+    monkeypatch.setattr(viny.report, "build_report", lambda out, **kw: out / "report.html")
+    run_demo(tmp_path / "out", scale="smoke", jobs=1, progress=False)
+    first = len(runs)
+    assert first and "the same command runs them again" in capsys.readouterr().out
+    run_demo(tmp_path / "out", scale="smoke", jobs=1, progress=False)
+    assert len(runs) == 2 * first

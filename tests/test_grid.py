@@ -160,6 +160,41 @@ def test_independent_studies_share_one_pool_and_grid_readers_run_last(tmp_path, 
     assert tables == [False, True, True, True]  # the table follows each finished cell
 
 
+def test_a_grid_reader_sees_every_cell_of_its_grid_even_when_none_ran_before_it(tmp_path, monkeypatch):
+    """Cells finished by another grid file sharing the output folder (a subset of the axes)
+    left results.parquet holding only theirs; when only the grid reader is left to run, it
+    must still read a table of all of this grid's cells (it read the subset and failed)."""
+    import pandas as pd
+
+    import viny.grid as G
+    from viny.files import atomic_write_json
+
+    (tmp_path / "notebooks").mkdir()
+    (tmp_path / "notebooks" / "nb.py").write_text(NOTEBOOK)
+    (tmp_path / "notebooks" / "summary.py").write_text('# %% tags=["parameters"]\ngrid_dir: str = ""\noutput_dir: str = ""\n')
+    seen = []
+
+    def fake_run_cell(cell, threads=None):
+        if cell.study == "summary":
+            seen.append(len(pd.read_parquet(grid.out / "results.parquet").query("study == 's'")))
+        atomic_write_json(G.Path(cell.dir) / "status.json", record := {"status": "done", "study": cell.study, "cell": cell.id})
+        return record
+
+    monkeypatch.setattr(G, "run_cell", fake_run_cell)
+    (tmp_path / "part.yaml").write_text("name: t\nout: out\nstudies:\n  s:\n    notebook: notebooks/nb.py\n    axes: {x: [1, 3]}\n")
+    (tmp_path / "all.yaml").write_text("name: t\nout: out\nstudies:\n  s:\n    notebook: notebooks/nb.py\n    axes: {x: [1, 3, 4]}\n"
+                                       "  summary:\n    notebook: notebooks/summary.py\n")
+    grid = load_grid(tmp_path / "all.yaml")
+    run_grid(grid, quiet=True)  # all three cells and the summary
+    run_grid(load_grid(tmp_path / "part.yaml"), quiet=True)  # nothing to run; its table names two cells
+    assert len(pd.read_parquet(grid.out / "results.parquet")) == 2
+    for c in expand(grid)["s"]:  # one cell changed by the part grid (as if re-run): the summary is stale
+        atomic_write_json(G.Path(c.dir) / "status.json", {"status": "done", "study": "s", "cell": c.id, "y": 1})
+        break
+    run_grid(grid, quiet=True)
+    assert seen == [3, 3]
+
+
 def test_grid_work_counts_shared_upstream_runs_once():
     from pathlib import Path
 

@@ -138,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="the study at demo scale on the shipped sample, ending in the HTML report",
                           description="Run params/demo.yaml (or params/smoke.yaml) with `viny grid`, then `viny report`; "
                                       "prints the fine-tuning table and the report's path.")
-    demo.add_argument("--out", type=Path, default=None, help="output folder (default: runs/demo or runs/smoke); finished cells are reused")
+    demo.add_argument("--out", type=Path, default=None, help="output folder (default: runs/demo or runs/smoke); finished cells are reused, failed ones run again")
     demo.add_argument("--scale", choices=("demo", "smoke", "staged"), default="demo",
                       help="demo (about 8 minutes on 2 cores), smoke (tiny model, a few minutes) or staged "
                            "(the reference results, params/staged.yaml: needs --data-root; about 7 hours on 2 AMD EPYC cores, so --publish keeps the finished cells)")

@@ -118,8 +118,8 @@ def run_demo(out: str | Path | None = None, scale: str = "demo", executor: str =
     ``publish_to`` copies report and tables there when the grid is done (:func:`publish`);
     ``pretrain`` runs ``params/demo_pretrain.yaml`` (pre-training here on the shipped
     sample) instead of starting from the shipped encoders. With ``publish_to``, cells
-    already published there are taken as done; ``run=False`` runs no cell and reports
-    (and publishes) the finished ones.
+    already published there are taken as done; failed cells run again; ``run=False`` runs
+    no cell and reports (and publishes) the finished ones.
     """
     if pretrain:
         if scale != "demo":
@@ -149,7 +149,8 @@ def run_demo(out: str | Path | None = None, scale: str = "demo", executor: str =
         if taken:
             print(f"{taken} finished cell(s) taken from {Path(publish_to) / PUBLISHED_CELLS}")
     if run:
-        table = run_grid(grid, executor=executor, jobs=jobs, quiet=not progress)
+        # a rerun of the demo is how its user retries: failed cells run again (viny grid asks for --retry-failed)
+        table = run_grid(grid, executor=executor, jobs=jobs, retry_failed=True, quiet=not progress)
     else:
         if not (collect(grid)["status"] == "done").any():
             raise VinyError(f"--no-run: no finished cell in {grid.out} to report; run the grid first (without --no-run)")
@@ -168,7 +169,8 @@ def run_demo(out: str | Path | None = None, scale: str = "demo", executor: str =
         print(_format(summary))
     failed = int((table["status"] == "failed").sum())
     if failed:
-        print(f"\n{failed} cell(s) failed; see {grid.out / 'results.parquet'} and the cells' notebook.ipynb")
+        print(f"\n{failed} cell(s) failed; see {grid.out / 'results.parquet'} and the cells' notebook.ipynb; "
+              "the same command runs them again")
     print(f"\nreport: {report}")
     if publish_to is not None:
         print(f"published: {publish(grid.out, publish_to, command=f'viny demo --scale {scale} --data-root PATH --publish {publish_to}')}")

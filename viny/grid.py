@@ -614,6 +614,7 @@ def run_grid(grid: Grid, executor: str = "local", jobs: int = 1, retry_failed: b
         todo = _todo(cells, retry_failed, seen)
         done_count[0] += len(cells) - len(todo)
         if todo:
+            write_table(grid)  # what it reads is this grid's table now, not one another grid file left in the same folder
             run(run_order(todo, axes[study]), jobs, progress)
             for c in todo:
                 atomic_write_json(Path(c.dir) / CELL_STATUS, {**_status_record(c), "grid_seen": seen})
