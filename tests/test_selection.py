@@ -1,10 +1,12 @@
 """Label-free checkpoint selection: hand-computed picks, regret and tau; the CLI end to end on a tiny run."""
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from viny.cli import main
-from viny.selection import choose, kendall_tau_interval, selection_summary
+from viny.errors import VinyError
+from viny.selection import along_table, choose, gains_over_random, kendall_tau_interval, selection_summary
 
 
 def test_choose_takes_the_highest_score_and_the_later_epoch_on_ties():
@@ -31,6 +33,22 @@ def test_selection_summary_regret_by_hand():
     assert t.loc["reconstruction", "picks_epoch"] == 30  # lowest ratio
     # truth by epoch: 30, 35, 31 -> DSE order (10 < 30 < 20) matches exactly: tau 1
     assert t.loc["dse", "tau"] == pytest.approx(1.0)
+
+
+def test_along_table_and_gains_over_random_by_hand():
+    scores = pd.DataFrame({"epoch": [10, 20], "dse": [0.2, 0.3], "effective_rank": [5.0, 6.0], "reconstruction_ratio": [0.9, 0.8]})
+    down = pd.DataFrame({"epoch": [0, 0, 10, 10, 20, 20], "train_size": [100] * 6, "seed": [0, 1] * 3,
+                         "miou": [0.30, 0.32, 0.33, 0.33, 0.35, 0.39]})
+    t = along_table(scores, down).set_index("epoch")
+    # epoch 20: mean 37 %, std of (35, 39) = 2.83; random init has no scores
+    assert t.loc[20, "miou_100_mean"] == pytest.approx(37.0) and t.loc[20, "miou_100_std"] == pytest.approx(2 * 2 ** 0.5)
+    assert t.loc[20, "dse"] == 0.3 and np.isnan(t.loc[0, "dse"])
+    g = gains_over_random(down, 100).set_index("epoch")
+    # epoch 10 minus random init, per seed: +3 and +1 -> mean +2, std 1.414, half-width 12.706 * 1.414 / sqrt(2) = 12.706
+    assert g.loc[10, "mean"] == pytest.approx(2.0) and g.loc[10, "lo"] == pytest.approx(2 - 12.706) and g.loc[10, "n"] == 2
+    assert g.loc[20, "mean"] == pytest.approx(6.0)
+    with pytest.raises(VinyError, match="random-init"):
+        gains_over_random(down[down["epoch"] > 0], 100)
 
 
 def test_viny_select_writes_the_chosen_snapshot_with_a_card(tmp_path, capsys):
@@ -102,3 +120,23 @@ def test_selection_across_runs_agrees_with_each_runs_selection_table():
     for s in ("dse", "effective_rank", "last"):
         assert row[f"{s}_epoch"] == ref.loc[s, "picks_epoch"] and row[f"{s}_regret"] == pytest.approx(ref.loc[s, "regret"])
     assert "| simmim_9469 | 100 | 10 | 90 | 10 (-5.06) |" in mod.markdown(table)
+
+
+def test_along_tables_prints_the_committed_4_7k_curve_readme_rows(capsys, monkeypatch):
+    """benchmarks/along_tables.py on the committed 4.7k curve gives the rows its README shows."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("along_tables", root / "benchmarks" / "along_tables.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    folder = root / "results" / "along_pretraining" / "simmim_4734"
+    monkeypatch.setattr(sys, "argv", ["along_tables.py", str(folder)])
+    mod.main()
+    out = capsys.readouterr().out
+    readme = (folder / "README.md").read_text()
+    for row in ("| random init | 39.62 ± 0.64 | 40.59 ± 1.02 |", "| 100 | 43.18 ± 0.60 | 45.49 ± 0.78 | 0.722 | 0.224 | 51.7 | 0.762 |"):
+        assert row in out and row in readme
+    assert "- epoch 100: +3.56 [+1.80, +5.32] (n=3)" in out and "+3.56 [+1.80, +5.32]" in readme

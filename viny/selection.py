@@ -37,7 +37,7 @@ from viny.train import train
 from viny.weights import load_encoder, load_simmim, load_weights, read_metadata, save_weights, snapshots
 
 __all__ = ["DOWNSTREAM_CSV", "SCORES_CSV", "curve_folder", "read_along_pretraining", "label_free_scores", "downstream_along_pretraining", "kendall_tau_interval", "choose", "selection_summary",
-           "selection_verdicts", "SCORES", "select_snapshot"]
+           "selection_verdicts", "SCORES", "select_snapshot", "along_table", "gains_over_random"]
 
 # label-free scores (higher = predicted better), and the reference that uses labels
 SCORES = {"dse": "DSE (adaptive lambda)", "effective_rank": "effective rank (RankMe)", "reconstruction": "-(held-out reconstruction ratio)",
@@ -204,6 +204,29 @@ def selection_verdicts(scores: pd.DataFrame, downstream: pd.DataFrame, train_siz
         rows.append({"claim": "DSE ranks the checkpoints like downstream mIoU", "verdict": interval_verdict(iv),
                      "evidence": f"Kendall's tau {t['tau']:+.2f}, bootstrap 95 % interval [{t['tau_lo']:+.2f}, {t['tau_hi']:+.2f}] over "
                                  f"{int(t['snapshots'])} snapshots; regret of its pick {t['regret']:+.2f} points"})
+    return pd.DataFrame(rows)
+
+
+def along_table(scores: pd.DataFrame, downstream: pd.DataFrame, metric: str = "miou") -> pd.DataFrame:
+    """One row per snapshot (epoch 0 = random init): downstream ``metric`` (%, mean and std
+    over seeds) per fine-tuning size, next to the snapshot's label-free scores; the table
+    of a curve's README."""
+    d = downstream.assign(value=downstream[metric] * 100).groupby(["epoch", "train_size"])["value"].agg(["mean", "std"]).unstack("train_size")
+    table = pd.DataFrame(index=d.index)
+    for n in sorted(downstream["train_size"].unique()):
+        table[f"{metric}_{n}_mean"] = d[("mean", n)]
+        table[f"{metric}_{n}_std"] = d[("std", n)]
+    cols = [c for c in ("reconstruction_ratio", "dse", "effective_rank", "probe_accuracy") if c in scores]
+    return table.join(scores.set_index("epoch")[cols], how="left").reset_index()
+
+
+def gains_over_random(downstream: pd.DataFrame, train_size: int, metric: str = "miou") -> pd.DataFrame:
+    """Per snapshot: its downstream ``metric`` minus random init's (epoch 0), in points,
+    paired by fine-tuning seed (mean and 95 % t interval)."""
+    per_seed = downstream[downstream["train_size"] == train_size].pivot_table(index="seed", columns="epoch", values=metric) * 100
+    if 0 not in per_seed:
+        raise VinyError(f"no random-init runs (epoch 0) at {train_size} fine-tuning images: rerun benchmarks/along_pretraining.py")
+    rows = [{"epoch": int(e), "train_size": train_size, **paired_difference(per_seed[e], per_seed[0])} for e in per_seed if e > 0]
     return pd.DataFrame(rows)
 
 
