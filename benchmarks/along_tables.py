@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from viny.findings import format_interval
-from viny.selection import along_table, gains_over_random, read_along_pretraining, selection_summary
+from viny.selection import along_table, gains_over_random, per_seed, read_along_pretraining, selection_summary
 from viny.stats import paired_difference
 
 
@@ -46,8 +46,8 @@ def main() -> None:
         print(f"\nGain over random init at {n} images (points, paired by seed):")
         for r in gains_over_random(down, n).itertuples():
             print(f"- epoch {r.epoch}: {format_interval(r._asdict())}")
-        per_seed = down[down["train_size"] == n].pivot_table(index="seed", columns="epoch", values="miou") * 100
-        print(f"- epoch {last} minus epoch {half}: {format_interval(paired_difference(per_seed[last], per_seed[half]))}")
+        seeds = per_seed(down, n)
+        print(f"- epoch {last} minus epoch {half}: {format_interval(paired_difference(seeds[last], seeds[half]))}")
         sel = selection_summary(scores, down, n)
         for r in sel.itertuples():
             print(f"- {r.label}: tau {r.tau:+.2f} [{r.tau_lo:+.2f}, {r.tau_hi:+.2f}], picks epoch {r.picks_epoch} "

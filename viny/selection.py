@@ -37,7 +37,7 @@ from viny.train import train
 from viny.weights import load_encoder, load_simmim, load_weights, read_metadata, save_weights, snapshots
 
 __all__ = ["DOWNSTREAM_CSV", "SCORES_CSV", "curve_folder", "read_along_pretraining", "label_free_scores", "downstream_along_pretraining", "kendall_tau_interval", "choose", "selection_summary",
-           "selection_verdicts", "SCORES", "select_snapshot", "along_table", "gains_over_random"]
+           "selection_verdicts", "SCORES", "select_snapshot", "along_table", "per_seed", "gains_over_random"]
 
 # label-free scores (higher = predicted better), and the reference that uses labels
 SCORES = {"dse": "DSE (adaptive lambda)", "effective_rank": "effective rank (RankMe)", "reconstruction": "-(held-out reconstruction ratio)",
@@ -184,8 +184,7 @@ def selection_verdicts(scores: pd.DataFrame, downstream: pd.DataFrame, train_siz
     effective rank's pick (paired by fine-tuning seed: 95 % t interval of the mIoU
     difference), and does DSE rank the checkpoints like mIoU (Kendall's tau interval)?"""
 
-    d = downstream[(downstream["train_size"] == train_size) & (downstream["epoch"] > 0)]
-    per_seed = d.pivot_table(index="seed", columns="epoch", values=metric) * 100
+    seeds = per_seed(downstream, train_size, metric)
     summary = selection_summary(scores, downstream, train_size, metric).set_index("score")
 
     rows = []
@@ -195,7 +194,7 @@ def selection_verdicts(scores: pd.DataFrame, downstream: pd.DataFrame, train_siz
                              ("effective_rank", "DSE picks a better checkpoint than effective rank")):
             if other in summary.index:
                 o = int(summary.loc[other, "picks_epoch"])
-                iv = paired_difference(per_seed[pick], per_seed[o])
+                iv = paired_difference(seeds[pick], seeds[o])
                 rows.append({"claim": claim, "verdict": interval_verdict(iv) if pick != o else "inconclusive",
                              "evidence": f"at {train_size} fine-tuning images, DSE picks epoch {pick}, {other} picks {o}: "
                                          f"mIoU difference {format_interval(iv)} points over seeds"})
@@ -220,13 +219,19 @@ def along_table(scores: pd.DataFrame, downstream: pd.DataFrame, metric: str = "m
     return table.join(scores.set_index("epoch")[cols], how="left").reset_index()
 
 
+def per_seed(downstream: pd.DataFrame, train_size: int, metric: str = "miou") -> pd.DataFrame:
+    """Downstream ``metric`` in points at ``train_size``: one row per fine-tuning seed, one
+    column per pre-training epoch (0: random init), for comparisons paired by seed."""
+    return downstream[downstream["train_size"] == train_size].pivot_table(index="seed", columns="epoch", values=metric) * 100
+
+
 def gains_over_random(downstream: pd.DataFrame, train_size: int, metric: str = "miou") -> pd.DataFrame:
     """Per snapshot: its downstream ``metric`` minus random init's (epoch 0), in points,
     paired by fine-tuning seed (mean and 95 % t interval)."""
-    per_seed = downstream[downstream["train_size"] == train_size].pivot_table(index="seed", columns="epoch", values=metric) * 100
-    if 0 not in per_seed:
+    seeds = per_seed(downstream, train_size, metric)
+    if 0 not in seeds:
         raise VinyError(f"no random-init runs (epoch 0) at {train_size} fine-tuning images: rerun benchmarks/along_pretraining.py")
-    rows = [{"epoch": int(e), "train_size": train_size, **paired_difference(per_seed[e], per_seed[0])} for e in per_seed if e > 0]
+    rows = [{"epoch": int(e), "train_size": train_size, **paired_difference(seeds[e], seeds[0])} for e in seeds if e > 0]
     return pd.DataFrame(rows)
 
 
