@@ -2,7 +2,7 @@
 # Pre-train the three nested shipped encoders (2,368 ⊂ 4,734 ⊂ 9,469 staged Imagenette
 # images) with the small-compute recipe, one after another, each resumable:
 #
-#   nohup scripts/pretrain_shipped.sh DATA_ROOT [RUNS_DIR] > ~/viny-runs/pretrain.log 2>&1 &
+#   nohup nice -n 19 scripts/pretrain_shipped.sh DATA_ROOT [RUNS_DIR] > ~/viny-runs/pretrain.log 2>&1 &
 #
 # DATA_ROOT holds imagenet-subset/train and intel-image-classification (the held-out
 # yardstick images). Run folders go to RUNS_DIR (default ~/viny-runs/pretrain), outside
