@@ -1,3 +1,6 @@
+import itertools
+import math
+
 import numpy as np
 import pytest
 import timm
@@ -5,7 +8,7 @@ import torch
 
 import viny.train as T
 from viny.config import make_config
-from viny.diagnostics import along_training, compare_encoders, diagnostic_images, kendall_tau, layer_tokens, stage_cka
+from viny.diagnostics import along_training, compare_encoders, diagnostic_images, kendall_tau, kendall_tau_rows, layer_tokens, stage_cka
 from viny.model import patch_tokens
 
 
@@ -52,6 +55,32 @@ def test_kendall_tau_by_hand():
     assert kendall_tau([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
     # pairs: (1,2) concordant, (1,3) concordant, (2,3) discordant -> (2-1)/3
     assert kendall_tau([1, 2, 3], [1, 3, 2]) == pytest.approx(1 / 3)
+    # tau-b with ties: x = [1, 1, 2], y = [1, 2, 3]: pair (1,2) tied in x only; (1,3), (2,3) concordant
+    # -> (2 - 0) / sqrt((2 + 0 + 1) * (2 + 0 + 0)) = 2 / sqrt(6)
+    assert kendall_tau([1, 1, 2], [1, 2, 3]) == pytest.approx(2 / 6 ** 0.5)
+    assert math.isnan(kendall_tau([1, 1, 1], [1, 2, 3]))  # constant: undefined
+
+
+def _tau_b_by_pairs(x, y):
+    c = d = tx = ty = 0
+    for i, j in itertools.combinations(range(len(x)), 2):
+        sx, sy = (x[i] > x[j]) - (x[i] < x[j]), (y[i] > y[j]) - (y[i] < y[j])
+        if sx == 0 and sy == 0:
+            continue
+        tx, ty = tx + (sx == 0), ty + (sy == 0)
+        c, d = c + (sx * sy > 0), d + (sx * sy < 0)
+    den = math.sqrt((c + d + tx) * (c + d + ty))
+    return (c - d) / den if den else float("nan")
+
+
+def test_kendall_tau_rows_agrees_with_counting_pairs():
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, 3, (50, 6)).astype(float), rng.integers(0, 3, (50, 6)).astype(float)
+    x[0] = 1.0  # a constant row: NaN
+    rows = kendall_tau_rows(x, y)
+    assert math.isnan(rows[0])
+    for i in range(50):
+        assert rows[i] == pytest.approx(_tau_b_by_pairs(x[i].tolist(), y[i].tolist()), nan_ok=True)
 
 
 def test_along_training(tmp_path, data):

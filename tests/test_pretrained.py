@@ -181,3 +181,38 @@ def test_the_report_says_as_shipped_for_pretrain_epochs_0():
     table = pd.DataFrame([{"study": "finetune", "pretrain_images": p, "pretrain_epochs": e, "intermediate_epochs": 8, "epochs": 6,
                            "train_size": 100, "test_size": 50, "seed": 0} for p, e in ((0, 0), (9469, 0))])
     assert "epochs: pre-training as shipped (Encoders table), intermediate 8, fine-tuning 6" in _scale_description(table, table)[0]
+
+
+def test_publish_and_report_give_the_selection_verdicts_across_the_measured_curves(tmp_path):
+    """Two SimMIM cells showing the committed 2.4k and 4.7k curves: README and report count the
+    verdicts over their 4 (run, size) pairs and list each pick with its regret."""
+    import shutil
+    from pathlib import Path
+
+    from viny.demo import publish
+    from viny.report import _pretraining_sections
+    from viny.study import FILES
+
+    grid = tmp_path / "staged"
+    (grid / "cells").mkdir(parents=True)
+    (grid / "report.html").write_text("<html>report</html>")
+    rows = []
+    for n in (2368, 4734):
+        cell = grid / "cells" / f"simmim{n}"
+        cell.mkdir()
+        src = Path(__file__).resolve().parents[1] / "results" / "along_pretraining" / f"simmim_{n}"
+        shutil.copyfile(src / "downstream.csv", cell / FILES["pretraining_curve"])
+        shutil.copyfile(src / "scores.csv", cell / FILES["selection_scores"])
+        rows.append({"study": "simmim", "cell": f"pretrain_images={n}", "status": "done", "pretrain_images": n, "output_dir": str(cell),
+                     "intermediate": None, "train_size": None, "seed": None})
+    table = pd.DataFrame(rows)
+    table.to_parquet(grid / "results.parquet")
+    text = (publish(grid, tmp_path / "out") / "README.md").read_text()
+    assert "## Label-free checkpoint selection along pre-training" in text
+    assert "(this grid has no finished fine-tuning cell to judge)" in text  # the paper's findings need fine-tuning cells
+    assert "- DSE picks a better checkpoint than taking the last one: inconclusive in 4 of 4 (run, size) pairs" in text
+    assert "| 2,368 images | 100 | 8 | 90 | 70 (-0.99) | 150 (-0.12) | 150 (-0.12) | 150 (-0.12) |" in text
+    assert "| 4,734 images | 250 | 8 | 100 | 100 (+0.00) |" in text
+    html = "".join(_pretraining_sections(table, {}))
+    assert "Label-free checkpoint selection across runs" in html and "inconclusive in 4 of 4 (run, size) pairs" in html
+    assert "<td>2,368 images</td><td>100</td><td>90</td><td>70 (-0.99)</td>" in html

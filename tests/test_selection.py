@@ -6,7 +6,7 @@ import pytest
 
 from viny.cli import main
 from viny.errors import VinyError
-from viny.selection import along_table, choose, gains_over_random, kendall_tau_interval, selection_summary
+from viny.selection import across_runs_markdown, along_table, choose, gains_over_random, kendall_tau_interval, read_along_pretraining, selection_across_runs, selection_summary, verdict_counts
 
 
 def test_choose_takes_the_highest_score_and_the_later_epoch_on_ties():
@@ -104,22 +104,22 @@ def test_snapshots_every_and_at(tmp_path):
 
 
 def test_selection_across_runs_agrees_with_each_runs_selection_table():
-    """benchmarks/selection_across_runs.py on the committed 9.5k curve: the picks and regrets of its selection.csv."""
-    import importlib.util
+    """selection_across_runs on the committed 9.5k curve: the picks and regrets of its selection.csv."""
     from pathlib import Path
 
-    root = Path(__file__).resolve().parents[1]
-    spec = importlib.util.spec_from_file_location("across", root / "benchmarks" / "selection_across_runs.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    folder = root / "results" / "along_pretraining" / "simmim_9469"
-    table = mod.across_runs([folder])
+    folder = Path(__file__).resolve().parents[1] / "results" / "along_pretraining" / "simmim_9469"
+    table = selection_across_runs({"simmim_9469": read_along_pretraining(folder)})
     ref = pd.read_csv(folder / "selection.csv").set_index("score")
     row = table.iloc[0]
     assert row["run"] == "simmim_9469" and row["train_size"] == 100 and row["snapshots"] == 10
     for s in ("dse", "effective_rank", "last"):
         assert row[f"{s}_epoch"] == ref.loc[s, "picks_epoch"] and row[f"{s}_regret"] == pytest.approx(ref.loc[s, "regret"])
-    assert "| simmim_9469 | 100 | 10 | 90 | 10 (-5.06) |" in mod.markdown(table)
+    assert "| simmim_9469 | 100 | 10 | 90 | 10 (-5.06) |" in across_runs_markdown(table)
+
+
+def test_verdict_counts_by_hand():
+    table = pd.DataFrame({"verdict: DSE picks better": ["contradicted", "inconclusive", "contradicted"]})
+    assert verdict_counts(table) == ["DSE picks better: contradicted in 2, inconclusive in 1 of 3 (run, size) pairs"]
 
 
 def test_along_tables_prints_the_committed_4_7k_curve_readme_rows(capsys, monkeypatch):

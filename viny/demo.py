@@ -61,7 +61,8 @@ def publish(grid_out: str | Path, dest: str | Path, command: str = "") -> Path:
 
     from viny.files import atomic_write_text
     from viny.findings import findings, findings_markdown, format_interval, position_prior, pretraining_gain
-    from viny.report import _git_commit
+    from viny.report import _git_commit, selection_across_cells
+    from viny.selection import across_runs_markdown, verdict_counts
 
     grid_out, dest = Path(grid_out), Path(dest)
     commit = _git_commit(Path(__file__).resolve().parents[1])  # before writing: the files below would make the tree dirty
@@ -77,9 +78,10 @@ def publish(grid_out: str | Path, dest: str | Path, command: str = "") -> Path:
                 shutil.copyfile(grid_out / name, tmp)
     done = table["status"].eq("done").sum()
     needed = {"study", "output_dir", "pretrain_images", "intermediate", "train_size", "seed"}
-    verdicts = findings_markdown(findings(table, grid_out)) if needed <= set(table) else "(this grid has no fine-tuning study to judge)"
+    judged = needed <= set(table) and len(finetune_rows(table)) > 0
+    verdicts = findings_markdown(findings(table, grid_out)) if judged else "(this grid has no finished fine-tuning cell to judge)"
     extra = ""
-    if needed <= set(table):
+    if judged:
         gain, prior = pretraining_gain(table), position_prior(table)
         if len(gain):
             extra += ("\n## Pre-training gain over random init\n\nmIoU points, encoder (no intermediate stage) minus random init, "
@@ -89,6 +91,13 @@ def publish(grid_out: str | Path, dest: str | Path, command: str = "") -> Path:
             extra += ("\n## Baseline control\n\nRandom init (the authors' N(0,1) position embeddings) minus the control (timm init, "
                       "positions with std 0.02), mIoU points, paired by seed:\n\n| fine-tuning images | difference | verdict |\n|---|---|---|\n"
                       + "".join(f"| {r.train_size} | {format_interval(r._asdict())} | {r.verdict} |\n" for r in prior.itertuples()))
+    across = selection_across_cells(table)
+    if len(across):
+        extra += ("\n## Label-free checkpoint selection along pre-training\n\nFor each measured curve (the SimMIM study): the snapshot "
+                  "each label-free score picks, its regret (mIoU points against the run's best snapshot, mean over seeds) and "
+                  "Kendall's tau with mIoU (bootstrap 95 % interval); the verdicts, paired over seeds, counted over the (run, "
+                  "fine-tuning size) pairs:\n\n" + "".join(f"- {line}\n" for line in verdict_counts(across)) + "\n"
+                  + across_runs_markdown(across) + "\n")
     atomic_write_text(dest / "README.md", f"""# Reference results: {grid_out.name}
 
 Made by `{command or 'viny demo --scale ' + grid_out.name + ' --data-root PATH --publish ' + str(dest)}`

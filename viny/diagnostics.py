@@ -18,7 +18,6 @@ exactly :func:`viny.model.patch_tokens`.
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -146,23 +145,22 @@ def stage_cka(a: ViNy, b: ViNy, data: DiagnosticImages, device: str = "auto", pr
 def kendall_tau(x: Sequence[float], y: Sequence[float]) -> float:
     """Kendall's tau-b between two equally long sequences (ties handled)."""
     x, y = np.asarray(x, float), np.asarray(y, float)
-    if len(x) != len(y) or len(x) < 2:
+    if x.ndim != 1 or len(x) != len(y) or len(x) < 2:
         raise ValueError("kendall_tau needs two sequences of the same length >= 2")
-    conc = disc = tx = ty = 0
-    for i, j in itertools.combinations(range(len(x)), 2):
-        dx, dy = np.sign(x[i] - x[j]), np.sign(y[i] - y[j])
-        if dx == 0 and dy == 0:
-            continue
-        if dx == 0:
-            tx += 1
-        elif dy == 0:
-            ty += 1
-        elif dx == dy:
-            conc += 1
-        else:
-            disc += 1
-    denom = np.sqrt((conc + disc + tx) * (conc + disc + ty))
-    return float((conc - disc) / denom) if denom else float("nan")
+    return float(kendall_tau_rows(x[None], y[None])[0])
+
+
+def kendall_tau_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """:func:`kendall_tau` of each row pair of two ``(rows, n)`` arrays at once (NaN where a
+    row is constant in x or in y); used for bootstrap resamples."""
+    iu = np.triu_indices(x.shape[1], 1)  # every pair once
+    dx = np.sign(x[:, :, None] - x[:, None, :])[:, iu[0], iu[1]]
+    dy = np.sign(y[:, :, None] - y[:, None, :])[:, iu[0], iu[1]]
+    conc, disc = (dx * dy > 0).sum(1), (dx * dy < 0).sum(1)
+    tx, ty = ((dx == 0) & (dy != 0)).sum(1), ((dy == 0) & (dx != 0)).sum(1)  # tied in x only, in y only
+    denom = np.sqrt((conc + disc + tx) * (conc + disc + ty).astype(float))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denom > 0, (conc - disc) / np.where(denom > 0, denom, 1), np.nan)
 
 
 def along_training(run_dir: str | Path, data: DiagnosticImages, dse_images: int = 512, device: str = "auto",

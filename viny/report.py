@@ -27,7 +27,7 @@ from viny.files import atomic_write_text
 from viny.findings import findings, format_interval, position_prior, pretraining_gain
 from viny.grid import CELL_NOTEBOOK, load_grid
 from viny.paper import comparison_table, diagnostics_table
-from viny.selection import selection_verdicts
+from viny.selection import selection_across_runs, selection_verdicts, verdict_counts
 from viny.study import FILES, GEOMETRY, SIMMIM, control_rows, finetune_rows, study_rows
 
 __all__ = ["build_report"]
@@ -238,28 +238,46 @@ def _geometry_sections(geo_rows: pd.DataFrame, charts: dict) -> list[str]:
     return sections
 
 
-def _pretraining_sections(table: pd.DataFrame, charts: dict) -> list[str]:
-    """Downstream mIoU along pre-training and SimMIM reconstructions (Fig. 2)."""
-    sections: list[str] = []
+def measured_curves(table: pd.DataFrame) -> list[tuple[pd.Series, pd.DataFrame, pd.DataFrame | None]]:
+    """The SimMIM cells that drew a curve along pre-training, by pre-training size:
+    ``(cell row, downstream runs, label-free scores or None)``."""
     sim_rows = study_rows(table, SIMMIM)
     with_curve = [r for _, r in sim_rows.iterrows() if (Path(r["output_dir"]) / FILES["pretraining_curve"]).is_file()]
     if "pretrain_images" in sim_rows:
         with_curve.sort(key=lambda r: r["pretrain_images"])
-    for r in with_curve:  # one curve per pre-training run the grid shows
+    out = []
+    for r in with_curve:
         folder = Path(r["output_dir"])
-        runs = pd.read_csv(folder / FILES["pretraining_curve"])
+        scores_file = folder / FILES["selection_scores"]
+        out.append((r, pd.read_csv(folder / FILES["pretraining_curve"]), pd.read_csv(scores_file) if scores_file.is_file() else None))
+    return out
+
+
+def selection_across_cells(table: pd.DataFrame) -> pd.DataFrame:
+    """:func:`viny.selection.selection_across_runs` over the grid's measured curves (runs named
+    by their pre-training images); empty without any curve that has label-free scores."""
+    curves = {f"{int(r['pretrain_images']):,} images": (runs, scores) for r, runs, scores in measured_curves(table)
+              if scores is not None and pd.notna(r.get("pretrain_images"))}
+    return selection_across_runs(curves) if curves else pd.DataFrame()
+
+
+def _pretraining_sections(table: pd.DataFrame, charts: dict) -> list[str]:
+    """Downstream mIoU along pre-training, label-free checkpoint selection (per run and
+    across runs) and SimMIM reconstructions (Fig. 2)."""
+    sections: list[str] = []
+    sim_rows = study_rows(table, SIMMIM)
+    curves = measured_curves(table)
+    for r, runs, scores in curves:  # one curve per pre-training run the grid shows
         source = str(r.get("curve_source", "") or "")
         images = int(r["pretrain_images"]) if pd.notna(r.get("pretrain_images")) else None
-        which = f" ({images:,} pre-training images)" if len(with_curve) > 1 and images else ""
-        key = f"_{images}" if len(with_curve) > 1 and images else ""
+        which = f" ({images:,} pre-training images)" if len(curves) > 1 and images else ""
+        key = f"_{images}" if len(curves) > 1 and images else ""
         charts[f"pretraining_curve{key}"] = pretraining_curve(runs).to_dict()
         sections.append(f"<h2>When does pre-training start to pay?{which}</h2><div id='pretraining_curve{key}' class='chart'></div>"
                         "<p class='note'>Dataset-level mIoU on the held-out images after fine-tuning from snapshots along one "
                         "pre-training run; bars: 95 % t interval over seeds; dashed: random init."
                         + (f" Source: {html.escape(source)}." if source and source != "nan" else "") + "</p>")
-        scores_file = folder / FILES["selection_scores"]
-        if scores_file.is_file():
-            scores = pd.read_csv(scores_file)
+        if scores is not None:
             size = int(runs["train_size"].min())
             charts[f"selection{key}"] = selection_chart(scores, runs, size).to_dict()
             verdicts = pd.concat([selection_verdicts(scores, runs, int(n)) for n in sorted(runs["train_size"].unique())], ignore_index=True)
@@ -268,6 +286,9 @@ def _pretraining_sections(table: pd.DataFrame, charts: dict) -> list[str]:
             sections.append(f"<h2>Label-free checkpoint selection (DSE){which}</h2><div id='selection{key}' class='chart'></div>"
                             "<p class='note'>The same snapshots scored without labels; rings: the epoch each score picks.</p>"
                             f"<table class='text'><tr><th>claim</th><th>verdict</th><th>evidence</th></tr>{rows}</table>")
+    across = selection_across_cells(table)
+    if len(across) and across["run"].nunique() > 1:
+        sections.append(_across_runs_html(across))
     if len(sim_rows):
         r = sim_rows.iloc[0]
         yard = (f" Held-out reconstruction: L1 {r['yardstick_l1']:.3f} = {r['yardstick_ratio']:.2f} x the mean-colour predictor's."
@@ -277,6 +298,25 @@ def _pretraining_sections(table: pd.DataFrame, charts: dict) -> list[str]:
                         f"patches grey), reconstruction (visible patches kept, masked ones predicted).{yard}</p>"
                         + _img(Path(r["output_dir"]) / FILES["reconstructions"], "reconstructions"))
     return sections
+
+
+def _across_runs_html(across: pd.DataFrame) -> str:
+    """The selection question over every (run, fine-tuning size): picks, regrets, taus and verdict counts."""
+    def pick(r, s):
+        return f"{int(r[f'{s}_epoch'])} ({r[f'{s}_regret']:+.2f})" if pd.notna(r.get(f"{s}_epoch")) else ""
+
+    def tau(r, s):
+        return f"{r[f'{s}_tau']:+.2f} [{r[f'{s}_tau_lo']:+.2f}, {r[f'{s}_tau_hi']:+.2f}]"
+
+    head = ("<tr><th>run</th><th>fine-tuning images</th><th>best epoch</th><th>DSE picks (regret)</th><th>effective rank picks (regret)</th>"
+            "<th>last (regret)</th><th>tau DSE</th><th>tau eff. rank</th></tr>")
+    rows = "".join(f"<tr><td>{html.escape(str(r['run']))}</td><td>{r['train_size']}</td><td>{r['best_epoch']}</td><td>{pick(r, 'dse')}</td>"
+                   f"<td>{pick(r, 'effective_rank')}</td><td>{pick(r, 'last')}</td><td>{tau(r, 'dse')}</td><td>{tau(r, 'effective_rank')}</td></tr>"
+                   for r in across.to_dict("records"))
+    counts = "".join(f"<li>{html.escape(line)}</li>" for line in verdict_counts(across))
+    return ("<h2>Label-free checkpoint selection across runs</h2><p class='note'>Each run's picks with their regret (mIoU points "
+            "against its best snapshot, mean over seeds) and Kendall's tau with mIoU (bootstrap 95 % interval); the verdicts, "
+            f"paired over seeds, counted over the (run, size) pairs:</p><ul class='note'>{counts}</ul><table>{head}{rows}</table>")
 
 
 def _notebooks_section(grid: Path, table: pd.DataFrame, list_notebooks: bool) -> list[str]:

@@ -27,7 +27,7 @@ import pandas as pd
 import torch
 
 from viny.config import make_config
-from viny.diagnostics import diagnose, kendall_tau, layer_tokens
+from viny.diagnostics import diagnose, kendall_tau, kendall_tau_rows, layer_tokens
 from viny.errors import VinyError
 from viny.findings import format_interval, interval_verdict
 from viny.geometry import dse_scores, effective_rank
@@ -37,7 +37,8 @@ from viny.train import train
 from viny.weights import load_encoder, load_simmim, load_weights, read_metadata, save_weights, snapshots
 
 __all__ = ["DOWNSTREAM_CSV", "SCORES_CSV", "curve_folder", "read_along_pretraining", "label_free_scores", "downstream_along_pretraining", "kendall_tau_interval", "choose", "selection_summary",
-           "selection_verdicts", "SCORES", "select_snapshot", "along_table", "per_seed", "gains_over_random"]
+           "selection_verdicts", "SCORES", "select_snapshot", "along_table", "per_seed", "gains_over_random",
+           "selection_across_runs", "across_runs_markdown", "verdict_counts"]
 
 # label-free scores (higher = predicted better), and the reference that uses labels
 SCORES = {"dse": "DSE (adaptive lambda)", "effective_rank": "effective rank (RankMe)", "reconstruction": "-(held-out reconstruction ratio)",
@@ -129,15 +130,12 @@ def kendall_tau_interval(x: Sequence[float], y: Sequence[float], n_boot: int = 2
 
     x, y = np.asarray(x, float), np.asarray(y, float)
     tau = kendall_tau(x, y)
-    rng = np.random.default_rng(seed)
-    boots = []
-    for _ in range(n_boot):
-        i = rng.integers(0, len(x), len(x))
-        if len(set(i)) >= 3:
-            t = kendall_tau(x[i], y[i])
-            if t == t:
-                boots.append(t)
-    lo, hi = (np.percentile(boots, [2.5, 97.5]) if boots else (float("nan"), float("nan")))
+    idx = np.random.default_rng(seed).integers(0, len(x), (n_boot, len(x)))
+    distinct = (np.diff(np.sort(idx, axis=1), axis=1) > 0).sum(1) + 1
+    idx = idx[distinct >= 3]
+    boots = kendall_tau_rows(x[idx], y[idx]) if len(idx) else np.array([])
+    boots = boots[~np.isnan(boots)]
+    lo, hi = np.percentile(boots, [2.5, 97.5]) if len(boots) else (float("nan"), float("nan"))
     return {"tau": tau, "lo": float(lo), "hi": float(hi), "n": len(x)}
 
 
@@ -233,6 +231,54 @@ def gains_over_random(downstream: pd.DataFrame, train_size: int, metric: str = "
         raise VinyError(f"no random-init runs (epoch 0) at {train_size} fine-tuning images: rerun benchmarks/along_pretraining.py")
     rows = [{"epoch": int(e), "train_size": train_size, **paired_difference(seeds[e], seeds[0])} for e in seeds if e > 0]
     return pd.DataFrame(rows)
+
+
+PICKS = ("dse", "effective_rank", "reconstruction", "last")  # the label-free picks compared across runs
+
+
+def selection_across_runs(curves: dict[str, tuple[pd.DataFrame, pd.DataFrame]]) -> pd.DataFrame:
+    """One row per (run, fine-tuning size) of ``curves`` (``{run name: (downstream runs,
+    label-free scores)}``): the best snapshot, each label-free pick and its regret (points),
+    Kendall's tau of DSE and of effective rank (with interval), and each computed verdict of
+    :func:`selection_verdicts` as a ``verdict: CLAIM`` column."""
+    rows = []
+    for run, (down, scores) in curves.items():
+        for n in sorted(int(v) for v in down["train_size"].unique()):
+            summary = selection_summary(scores, down, n).set_index("score")
+            verdicts = selection_verdicts(scores, down, n).set_index("claim")["verdict"]
+            row = {"run": run, "train_size": n, "snapshots": int(summary.loc["last", "snapshots"]),
+                   "best_epoch": int(summary.loc["last", "best_epoch"]), "seeds": int(down[down["train_size"] == n]["seed"].nunique())}
+            for s in PICKS:
+                if s in summary.index:
+                    row[f"{s}_epoch"] = int(summary.loc[s, "picks_epoch"])
+                    row[f"{s}_regret"] = float(summary.loc[s, "regret"])
+            for s in ("dse", "effective_rank"):
+                row[f"{s}_tau"], row[f"{s}_tau_lo"], row[f"{s}_tau_hi"] = (float(summary.loc[s, k]) for k in ("tau", "tau_lo", "tau_hi"))
+            row.update({f"verdict: {c}": v for c, v in verdicts.items()})
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def across_runs_markdown(table: pd.DataFrame) -> str:
+    """:func:`selection_across_runs`'s table as markdown (picks with their regret, taus with intervals)."""
+    head = ("| run | fine-tuning images | snapshots | best epoch | DSE picks (regret) | effective rank picks (regret) | "
+            "reconstruction picks (regret) | last (regret) | tau DSE | tau eff. rank |\n|" + "---|" * 10 + "\n")
+    lines = []
+    for r in table.to_dict("records"):
+        picks = [f"{r[f'{s}_epoch']} ({r[f'{s}_regret']:+.2f})" if pd.notna(r.get(f"{s}_epoch")) else "" for s in PICKS]
+        taus = [f"{r[f'{s}_tau']:+.2f} [{r[f'{s}_tau_lo']:+.2f}, {r[f'{s}_tau_hi']:+.2f}]" for s in ("dse", "effective_rank")]
+        lines.append(f"| {r['run']} | {r['train_size']} | {r['snapshots']} | {r['best_epoch']} | " + " | ".join(picks + taus) + " |")
+    return head + "\n".join(lines)
+
+
+def verdict_counts(table: pd.DataFrame) -> list[str]:
+    """Per claim of :func:`selection_across_runs`'s table: how many (run, size) pairs support,
+    contradict or leave it inconclusive, as one sentence each."""
+    out = []
+    for c in (c for c in table.columns if c.startswith("verdict: ")):
+        counts = table[c].value_counts()
+        out.append(f"{c[len('verdict: '):]}: " + ", ".join(f"{k} in {v}" for k, v in counts.items()) + f" of {len(table)} (run, size) pairs")
+    return out
 
 
 def select_snapshot(run_dir: str | Path, by: str, data, heldout: torch.Tensor | None, out: str | Path, **kw) -> tuple[Path, pd.DataFrame]:
