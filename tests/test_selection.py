@@ -104,17 +104,18 @@ def test_snapshots_every_and_at(tmp_path):
 
 
 def test_selection_across_runs_agrees_with_each_runs_selection_table():
-    """selection_across_runs on the committed 9.5k curve: the picks and regrets of its selection.csv."""
+    """selection_across_runs on the committed 2.4k curve: the picks and regrets of its selection.csv."""
     from pathlib import Path
 
-    folder = Path(__file__).resolve().parents[1] / "results" / "along_pretraining" / "simmim_9469"
-    table = selection_across_runs({"simmim_9469": read_along_pretraining(folder)})
-    ref = pd.read_csv(folder / "selection.csv").set_index("score")
-    row = table.iloc[0]
-    assert row["run"] == "simmim_9469" and row["train_size"] == 100 and row["snapshots"] == 10
-    for s in ("dse", "effective_rank", "last"):
-        assert row[f"{s}_epoch"] == ref.loc[s, "picks_epoch"] and row[f"{s}_regret"] == pytest.approx(ref.loc[s, "regret"])
-    assert "| simmim_9469 | 100 | 10 | 90 | 10 (-5.06) |" in across_runs_markdown(table)
+    folder = Path(__file__).resolve().parents[1] / "results" / "along_pretraining" / "simmim_2368"
+    table = selection_across_runs({"simmim_2368": read_along_pretraining(folder)})
+    ref = pd.read_csv(folder / "selection.csv").set_index(["score", "train_size"])
+    assert list(table["train_size"]) == [100, 250] and set(table["snapshots"]) == {8}
+    for row in table.to_dict("records"):
+        for s in ("dse", "effective_rank", "last"):
+            assert row[f"{s}_epoch"] == ref.loc[(s, row["train_size"]), "picks_epoch"]
+            assert row[f"{s}_regret"] == pytest.approx(ref.loc[(s, row["train_size"]), "regret"])
+    assert "| simmim_2368 | 100 | 8 | 90 | 70 (-0.99) | 150 (-0.12) |" in across_runs_markdown(table)
 
 
 def test_verdict_counts_by_hand():
