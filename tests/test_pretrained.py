@@ -215,4 +215,4 @@ def test_publish_and_report_give_the_selection_verdicts_across_the_measured_curv
     assert "| 4,734 images | 250 | 8 | 100 | 100 (+0.00) |" in text
     html = "".join(_pretraining_sections(table, {}))
     assert "Label-free checkpoint selection across runs" in html and "inconclusive in 4 of 4 (run, size) pairs" in html
-    assert "<td>2,368 images</td><td>100</td><td>90</td><td>70 (-0.99)</td>" in html
+    assert "<td>2,368 images</td><td>100</td><td>8</td><td>90</td><td>70 (-0.99)</td>" in html

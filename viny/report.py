@@ -27,7 +27,7 @@ from viny.files import atomic_write_text
 from viny.findings import findings, format_interval, position_prior, pretraining_gain
 from viny.grid import CELL_NOTEBOOK, load_grid
 from viny.paper import comparison_table, diagnostics_table
-from viny.selection import selection_across_runs, selection_verdicts, verdict_counts
+from viny.selection import across_runs_display, selection_across_runs, selection_verdicts, verdict_counts
 from viny.study import FILES, GEOMETRY, SIMMIM, control_rows, finetune_rows, study_rows
 
 __all__ = ["build_report"]
@@ -302,17 +302,9 @@ def _pretraining_sections(table: pd.DataFrame, charts: dict) -> list[str]:
 
 def _across_runs_html(across: pd.DataFrame) -> str:
     """The selection question over every (run, fine-tuning size): picks, regrets, taus and verdict counts."""
-    def pick(r, s):
-        return f"{int(r[f'{s}_epoch'])} ({r[f'{s}_regret']:+.2f})" if pd.notna(r.get(f"{s}_epoch")) else ""
-
-    def tau(r, s):
-        return f"{r[f'{s}_tau']:+.2f} [{r[f'{s}_tau_lo']:+.2f}, {r[f'{s}_tau_hi']:+.2f}]"
-
-    head = ("<tr><th>run</th><th>fine-tuning images</th><th>best epoch</th><th>DSE picks (regret)</th><th>effective rank picks (regret)</th>"
-            "<th>last (regret)</th><th>tau DSE</th><th>tau eff. rank</th></tr>")
-    rows = "".join(f"<tr><td>{html.escape(str(r['run']))}</td><td>{r['train_size']}</td><td>{r['best_epoch']}</td><td>{pick(r, 'dse')}</td>"
-                   f"<td>{pick(r, 'effective_rank')}</td><td>{pick(r, 'last')}</td><td>{tau(r, 'dse')}</td><td>{tau(r, 'effective_rank')}</td></tr>"
-                   for r in across.to_dict("records"))
+    shown = across_runs_display(across)
+    head = "<tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in shown.columns) + "</tr>"
+    rows = "".join("<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in row) + "</tr>" for row in shown.itertuples(index=False))
     counts = "".join(f"<li>{html.escape(line)}</li>" for line in verdict_counts(across))
     return ("<h2>Label-free checkpoint selection across runs</h2><p class='note'>Each run's picks with their regret (mIoU points "
             "against its best snapshot, mean over seeds) and Kendall's tau with mIoU (bootstrap 95 % interval); the verdicts, "

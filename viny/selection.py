@@ -38,7 +38,7 @@ from viny.weights import load_encoder, load_simmim, load_weights, read_metadata,
 
 __all__ = ["DOWNSTREAM_CSV", "SCORES_CSV", "curve_folder", "read_along_pretraining", "label_free_scores", "downstream_along_pretraining", "kendall_tau_interval", "choose", "selection_summary",
            "selection_verdicts", "SCORES", "select_snapshot", "along_table", "per_seed", "gains_over_random",
-           "selection_across_runs", "across_runs_markdown", "verdict_counts"]
+           "selection_across_runs", "across_runs_display", "across_runs_markdown", "verdict_counts"]
 
 # label-free scores (higher = predicted better), and the reference that uses labels
 SCORES = {"dse": "DSE (adaptive lambda)", "effective_rank": "effective rank (RankMe)", "reconstruction": "-(held-out reconstruction ratio)",
@@ -259,16 +259,28 @@ def selection_across_runs(curves: dict[str, tuple[pd.DataFrame, pd.DataFrame]]) 
     return pd.DataFrame(rows)
 
 
+def across_runs_display(table: pd.DataFrame) -> pd.DataFrame:
+    """:func:`selection_across_runs`'s table as text, one column per shown heading: each
+    pick with its regret, each tau with its interval."""
+    def pick(r, s):
+        return f"{int(r[f'{s}_epoch'])} ({r[f'{s}_regret']:+.2f})" if pd.notna(r.get(f"{s}_epoch")) else ""
+
+    def tau(r, s):
+        return f"{r[f'{s}_tau']:+.2f} [{r[f'{s}_tau_lo']:+.2f}, {r[f'{s}_tau_hi']:+.2f}]"
+
+    return pd.DataFrame([{"run": str(r["run"]), "fine-tuning images": str(r["train_size"]), "snapshots": str(r["snapshots"]),
+                          "best epoch": str(r["best_epoch"]), "DSE picks (regret)": pick(r, "dse"),
+                          "effective rank picks (regret)": pick(r, "effective_rank"), "reconstruction picks (regret)": pick(r, "reconstruction"),
+                          "last (regret)": pick(r, "last"), "tau DSE": tau(r, "dse"), "tau eff. rank": tau(r, "effective_rank")}
+                         for r in table.to_dict("records")])
+
+
 def across_runs_markdown(table: pd.DataFrame) -> str:
-    """:func:`selection_across_runs`'s table as markdown (picks with their regret, taus with intervals)."""
-    head = ("| run | fine-tuning images | snapshots | best epoch | DSE picks (regret) | effective rank picks (regret) | "
-            "reconstruction picks (regret) | last (regret) | tau DSE | tau eff. rank |\n|" + "---|" * 10 + "\n")
-    lines = []
-    for r in table.to_dict("records"):
-        picks = [f"{r[f'{s}_epoch']} ({r[f'{s}_regret']:+.2f})" if pd.notna(r.get(f"{s}_epoch")) else "" for s in PICKS]
-        taus = [f"{r[f'{s}_tau']:+.2f} [{r[f'{s}_tau_lo']:+.2f}, {r[f'{s}_tau_hi']:+.2f}]" for s in ("dse", "effective_rank")]
-        lines.append(f"| {r['run']} | {r['train_size']} | {r['snapshots']} | {r['best_epoch']} | " + " | ".join(picks + taus) + " |")
-    return head + "\n".join(lines)
+    """:func:`selection_across_runs`'s table as markdown (:func:`across_runs_display`)."""
+    shown = across_runs_display(table)
+    lines = ["| " + " | ".join(shown.columns) + " |", "|" + "---|" * len(shown.columns)]
+    lines += ["| " + " | ".join(row) + " |" for row in shown.itertuples(index=False)]
+    return "\n".join(lines)
 
 
 def verdict_counts(table: pd.DataFrame) -> list[str]:
