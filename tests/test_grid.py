@@ -279,3 +279,36 @@ def test_finished_cells_exported_and_imported_elsewhere_are_not_run_again(tmp_pa
     (tmp_path / "published" / "s" / "x=1" / "status.json").write_text("{not json")
     with pytest.raises(VinyError, match=r"x=1/status.json is not valid JSON.*delete that cell folder"):
         import_cells(load_grid(make_grid(tmp_path), out=tmp_path / "third"), tmp_path / "published")
+
+
+def test_rerun_runs_every_cell_of_the_named_study_again(tmp_path, monkeypatch):
+    """--rerun STUDY: finished cells of that study run again (e.g. a curve they read changed), no other."""
+    import viny.grid as G
+    from viny.demo import run_demo
+    from viny.files import atomic_write_json
+
+    (tmp_path / "notebooks").mkdir()
+    (tmp_path / "notebooks" / "nb.py").write_text(NOTEBOOK)
+    ran = []
+
+    def fake_run_cell(cell, threads=None):
+        ran.append(cell.study)
+        atomic_write_json(G.Path(cell.dir) / "status.json", record := {"status": "done", "study": cell.study, "cell": cell.id})
+        return record
+
+    monkeypatch.setattr(G, "run_cell", fake_run_cell)
+    (tmp_path / "g.yaml").write_text("name: t\nout: out\nstudies:\n  s:\n    notebook: notebooks/nb.py\n    axes: {x: [1, 3]}\n"
+                                     "  u:\n    notebook: notebooks/nb.py\n    axes: {x: [2]}\n")
+    grid = load_grid(tmp_path / "g.yaml")
+    run_grid(grid, quiet=True)
+    assert sorted(ran) == ["s", "s", "u"]
+    ran.clear()
+    run_grid(grid, quiet=True)
+    assert ran == []  # finished: skipped
+    run_grid(grid, quiet=True, rerun=["s"])
+    assert ran == ["s", "s"]
+    with pytest.raises(VinyError, match=r"--rerun nope: no such study in t \(its studies: s, u\)"):
+        run_grid(grid, quiet=True, rerun=["nope"])
+    with pytest.raises(VinyError, match="cannot go with --no-run"):
+        run_demo(tmp_path / "demo", scale="smoke", run=False, rerun=["simmim"])
+    assert not (tmp_path / "demo").exists()

@@ -128,6 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     gr.add_argument("--jobs", type=int, default=1, help="concurrent cells (local executor; default 1)")
     gr.add_argument("--out", type=Path, default=None, help="output folder (default: the file's 'out')")
     gr.add_argument("--retry-failed", action="store_true", help="run failed cells again")
+    gr.add_argument("--rerun", action="append", default=[], metavar="STUDY",
+                    help="run every cell of this study again, finished or not (e.g. when a measured curve it reads changed); repeatable")
     gr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a fixed parameter in every study whose notebook has it (YAML value), e.g. data_root=/data")
     gr.add_argument("--quiet", action="store_true")
@@ -151,6 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
                            "results/staged); cells already published there are taken as done, so another machine continues the grid")
     demo.add_argument("--no-run", action="store_true",
                       help="run no cell: report (and with --publish, publish) the cells finished so far")
+    demo.add_argument("--rerun", action="append", default=[], metavar="STUDY",
+                      help="run every cell of this study again, finished or published (e.g. simmim after a curve in "
+                           "results/along_pretraining changed); repeatable")
     demo.add_argument("--executor", choices=("local", "ray"), default="local")
     demo.add_argument("--jobs", type=int, default=2,
                       help="concurrent cells, the cores shared between them (default 2: most demo cells are short, and one "
@@ -282,7 +287,7 @@ def _run_grid(args) -> int:
         print(f"predicted wall time, one cell at a time on this machine: {table['seconds'].sum() / 60:.1f} minutes "
               f"({table['image_steps'].sum():,.0f} image-steps)")
         return 0
-    table = run_grid(grid, executor=args.executor, jobs=args.jobs, retry_failed=args.retry_failed, quiet=args.quiet)
+    table = run_grid(grid, executor=args.executor, jobs=args.jobs, retry_failed=args.retry_failed, quiet=args.quiet, rerun=args.rerun)
     counts = table["status"].value_counts().to_dict()
     print(f"{grid.out / 'results.parquet'}: {len(table)} cells, {counts}")
     return 1 if counts.get("failed") else 0
@@ -300,7 +305,7 @@ def _run_demo(args) -> int:
     from viny.demo import run_demo
 
     run_demo(args.out, scale=args.scale, executor=args.executor, jobs=args.jobs, progress=not args.quiet,
-             data_root=args.data_root, publish_to=args.publish, pretrain=args.pretrain, run=not args.no_run)
+             data_root=args.data_root, publish_to=args.publish, pretrain=args.pretrain, run=not args.no_run, rerun=args.rerun)
     return 0
 
 

@@ -16,6 +16,7 @@ takes those cells as done (:func:`viny.grid.import_cells`) and runs only the res
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 import pandas as pd
 
@@ -120,16 +121,19 @@ at commit {commit}, {done} of {len(table)} grid cells done.
 
 def run_demo(out: str | Path | None = None, scale: str = "demo", executor: str = "local", jobs: int = 2, progress: bool = True,
              data_root: str | Path | None = None, publish_to: str | Path | None = None, pretrain: bool = False,
-             run: bool = True) -> Path:
+             run: bool = True, rerun: Sequence[str] = ()) -> Path:
     """Run (or finish) the demo grid and build its report; returns the report's path.
 
     ``data_root`` points every notebook at the full data sets (required for ``staged``);
     ``publish_to`` copies report and tables there when the grid is done (:func:`publish`);
     ``pretrain`` runs ``params/demo_pretrain.yaml`` (pre-training here on the shipped
     sample) instead of starting from the shipped encoders. With ``publish_to``, cells
-    already published there are taken as done; failed cells run again; ``run=False`` runs
-    no cell and reports (and publishes) the finished ones.
+    already published there are taken as done; failed cells run again, and every cell of
+    the studies in ``rerun``; ``run=False`` runs no cell and reports (and publishes) the
+    finished ones.
     """
+    if rerun and not run:
+        raise VinyError(f"--rerun {' '.join(rerun)} runs cells again; it cannot go with --no-run (which runs none)")
     if pretrain:
         if scale != "demo":
             raise VinyError(f"--pretrain goes with --scale demo (the {scale} grid sets its own pre-training)")
@@ -159,7 +163,7 @@ def run_demo(out: str | Path | None = None, scale: str = "demo", executor: str =
             print(f"{taken} finished cell(s) taken from {Path(publish_to) / PUBLISHED_CELLS}")
     if run:
         # a rerun of the demo is how its user retries: failed cells run again (viny grid asks for --retry-failed)
-        table = run_grid(grid, executor=executor, jobs=jobs, retry_failed=True, quiet=not progress)
+        table = run_grid(grid, executor=executor, jobs=jobs, retry_failed=True, quiet=not progress, rerun=rerun)
     else:
         if not (collect(grid)["status"] == "done").any():
             raise VinyError(f"--no-run: no finished cell in {grid.out} to report; run the grid first (without --no-run)")

@@ -53,7 +53,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import pandas as pd
 import yaml
@@ -569,20 +569,26 @@ def write_table(grid: Grid) -> pd.DataFrame:
     return df
 
 
-def _todo(cells: list[Cell], retry_failed: bool, seen: str | None = None) -> list[Cell]:
-    """The cells to run: pending ones, failed ones with ``retry_failed``, and, for a study
-    that reads the grid, finished ones that saw another state of it than ``seen``."""
-    return [c for c in cells if cell_status(c) == "pending" or (retry_failed and cell_status(c) == "failed")
+def _todo(cells: list[Cell], retry_failed: bool, seen: str | None = None, rerun: Sequence[str] = ()) -> list[Cell]:
+    """The cells to run: pending ones, failed ones with ``retry_failed``, every cell of the
+    studies named in ``rerun``, and, for a study that reads the grid, finished ones that saw
+    another state of it than ``seen``."""
+    return [c for c in cells if cell_status(c) == "pending" or (retry_failed and cell_status(c) == "failed") or c.study in rerun
             or (seen and cell_status(c) == "done" and _status_record(c).get("grid_seen") != seen)]
 
 
-def run_grid(grid: Grid, executor: str = "local", jobs: int = 1, retry_failed: bool = False, quiet: bool = False) -> pd.DataFrame:
-    """Run every pending cell; returns the joined table. The cells of all studies that do
+def run_grid(grid: Grid, executor: str = "local", jobs: int = 1, retry_failed: bool = False, quiet: bool = False,
+             rerun: Sequence[str] = ()) -> pd.DataFrame:
+    """Run every pending cell (and every cell of the studies named in ``rerun``, e.g. when
+    what they read changed); returns the joined table. The cells of all studies that do
     not read the grid share one pool of workers; those that do run last."""
     if executor not in ("local", "ray"):
         raise VinyError(f"unknown executor {executor!r}: use local or ray")
     if jobs < 1:
         raise VinyError(f"--jobs must be >= 1, got {jobs}")
+    unknown = sorted(set(rerun) - {st.name for st in grid.studies})
+    if unknown:
+        raise VinyError(f"--rerun {', '.join(unknown)}: no such study in {grid.name} (its studies: {', '.join(st.name for st in grid.studies)})")
     validate_values(grid, paths=True)
     grid.out.mkdir(parents=True, exist_ok=True)
     all_cells = expand(grid)
@@ -603,7 +609,7 @@ def run_grid(grid: Grid, executor: str = "local", jobs: int = 1, retry_failed: b
     # the studies that do not read the grid share one pool: a worker freed at the end of one
     # study starts the next study's cells instead of waiting for the last cell of the first
     independent = [c for name, cells in all_cells.items() if not reads_grid[name]
-                   for c in run_order(_todo(cells, retry_failed), axes[name])]
+                   for c in run_order(_todo(cells, retry_failed, rerun=rerun), axes[name])]
     done_count[0] += sum(len(cells) for name, cells in all_cells.items() if not reads_grid[name]) - len(independent)
     if independent:
         run(independent, jobs, progress)
@@ -611,7 +617,7 @@ def run_grid(grid: Grid, executor: str = "local", jobs: int = 1, retry_failed: b
         if not reads_grid[study]:
             continue
         seen = _grid_fingerprint(all_cells, study)
-        todo = _todo(cells, retry_failed, seen)
+        todo = _todo(cells, retry_failed, seen, rerun)
         done_count[0] += len(cells) - len(todo)
         if todo:
             write_table(grid)  # what it reads is this grid's table now, not one another grid file left in the same folder
