@@ -15,19 +15,27 @@
 
 # %% [markdown]
 # # 2. SimMIM pre-training (paper Sec. 2.2, Fig. 2)
-# Half of the 64 patches are replaced by a learned mask token; a linear decoder predicts
-# their pixels; the loss is the L1 error on the masked patches.
+# The paper pre-trains ViNy with SimMIM: half of the 64 patches are replaced by a learned mask
+# token, a linear decoder predicts their pixels, and the loss is the L1 error on the masked
+# patches (Sec. 2.2, Table A1). Its claim (Fig. 3) is that this pays downstream, with
+# diminishing returns as the number of pre-training images grows.
+#
+# As opened, this notebook takes the encoder shipped for `pretrain_images` as its model card
+# says (`epochs = 0`; Run All takes well under a minute) and shows the curve measured along a
+# re-run of its recipe. Set `pretrain_source = "train"` and `epochs` (e.g. 5 on
+# `pretrain_images = 256`: a few minutes on 2 CPU cores) to pre-train here instead; the
+# shipped 9k encoder took 100 epochs, hours on a CPU.
 
 # %% tags=["parameters"]
 model: str = "viny"
-pretrain_images: int = 9469  # images of the ImageNet folder (paper: 45k / 100k / 200k)
-epochs: int = 25  # paper: 100; 0 with pretrain_source shipped: the shipped encoder as its card says
-pretrain_source: str = "shipped"  # shipped (viny/pretrained: 2368, 4734 or 9469 images) or train (here)
-seed: int = 0
-data_root: str = ""  # folder holding imagenet-subset/train (empty: the shipped sample)
+pretrain_images: int = 9469  # images of the ImageNet folder (paper: 45k / 100k / 200k; shipped: 2368, 4734, 9469)
+epochs: int = 0  # pre-training epochs; 0 with pretrain_source shipped: the shipped encoder as its card says (paper: 100)
+pretrain_source: str = "shipped"  # shipped (viny/pretrained) or train (here, in the store)
+seed: int = 0  # seed of a pre-training run trained here (a shipped encoder has its card's)
+data_root: str = ""  # folder holding imagenet-subset/train and intel-image-classification (empty: the shipped sample)
 show_images: int = 4
-curve_run: str = ""  # a pre-training run folder with snapshots (--save-encoder-every): fine-tune from each (empty: skip)
-curve_results: str = ""  # or a measured curve to show: a folder with downstream.csv and scores.csv (benchmarks/along_pretraining.py), e.g. results/along_pretraining/simmim_9469 or .../simmim_{pretrain_images}
+curve_results: str = "results/along_pretraining/simmim_{pretrain_images}"  # a measured curve to show (downstream.csv, scores.csv); empty: none
+curve_run: str = ""  # or a pre-training run folder with snapshots (--save-encoder-every): fine-tune from each here (replaces curve_results)
 curve_sizes: list = [100, 250]  # fine-tuning images for the curve along pre-training
 curve_seeds: int = 3
 curve_epochs: int = 50  # fine-tuning epochs of each curve run
@@ -35,114 +43,93 @@ test_size: int = 198  # held-out Pets images for the curve (split nested)
 store_dir: str = ""  # shared store of upstream runs (empty: runs/notebooks/store)
 output_dir: str = ""  # empty: runs/notebooks/simmim
 
-# %%
-from pathlib import Path
+# %% [markdown]
+# Set-up: check the chain these parameters ask for (a shipped size that does not exist, or
+# epochs its card does not have, stop here with the parameter's name), then take the shipped
+# encoder or pre-train it in the store. The table is the run's record: final training L1,
+# the held-out reconstruction yardstick and where the encoder came from.
 
-import pandas as pd
+# %%
 from IPython.display import display
 
-from viny.data import load_image_folder
-from viny.figures import loss_curve, setup_charts
-from viny.pipeline import upstream_encoder
+from viny.figures import loss_curve
+from viny.notebook import setup
 from viny.pretrained import describe_encoder, pretraining_record
-from viny.study import FILES
-from viny.views import reconstruction_figure, repo_runs, write_json
-from viny.weights import load_simmim
 
-setup_charts()
-out = Path(output_dir) if output_dir else repo_runs("notebooks", "simmim")
-store = Path(store_dir) if store_dir else repo_runs("notebooks", "store")
-encoder_path = upstream_encoder(store, pretrain_images, "none", model=model, seed=seed, pretrain={"epochs": epochs},
-                                data_root=data_root or None, pretrain_source=pretrain_source)
-results, curve, simmim_path = pretraining_record(encoder_path)
+nb = setup("simmim", globals())
+encoder_path = nb.encoder()
+results, losses, simmim_path = pretraining_record(encoder_path)
 print(describe_encoder(encoder_path))
 results
 
 # %% [markdown]
 # ## Loss curve
+# The masked-patch L1 on the training images, per epoch. Look for a steady fall that
+# flattens: the LR steps at 50 % and 85 % of the schedule show as small kinks.
 
 # %%
-loss_curve(curve, "SimMIM masked L1 (training)")
+loss_curve(losses, "SimMIM masked L1 (training)")
 
 # %% [markdown]
-# ## Reconstructions (fixed masks, seed 0)
+# ## Reconstructions (paper Fig. 2; fixed masks, seed 0)
+# Original, masked input and reconstruction. SimMIM's linear decoder gives blurry but
+# correctly coloured and placed patches; sharp detail is not the goal.
 
 # %%
+from viny.data import load_image_folder
+from viny.views import reconstruction_figure
+from viny.weights import load_simmim
+
 simmim = load_simmim(simmim_path)
 size = simmim.encoder.patch_embed.img_size[0]
-images = load_image_folder(Path(data_root) / "imagenet-subset" / "train" if data_root else None, size=size, progress=False).images
+images = load_image_folder(nb.data("imagenet"), size=size, progress=False).images
 fig = reconstruction_figure(simmim, images[:show_images], seed=0)
-out.mkdir(parents=True, exist_ok=True)
-fig.save(out / FILES["reconstructions"])
+fig.save(nb.path("reconstructions"))
 display(fig)
 
 # %% [markdown]
 # ## Did it learn anything? The reconstruction yardstick
-# Masked-patch L1 on held-out Intel `seg_test` images (never seen in pre-training), fixed
-# masks, next to two predictors that learn nothing: each image's mean visible colour, and
-# one mean colour for all. A ratio below 1 means the encoder learned more than colour means.
+# The paper reports no held-out score for pre-training. Here: masked-patch L1 on held-out Intel
+# `seg_test` images (never seen in pre-training), fixed masks, next to two predictors that
+# learn nothing: each image's mean visible colour, and one mean colour for all. A ratio below
+# 1 means the encoder learned more than colour means.
 
 # %%
-from viny.config import make_config
-from viny.data import augment as A
-from viny.simmim import reconstruction_yardstick
-from viny.tasks import heldout_images
+from viny.views import yardstick_table
 
-intel = str(Path(data_root) / "intel-image-classification") if data_root else None
-held = A.normalize(A.to_float(heldout_images(make_config("pretrain", model=model), intel)))
-yardstick = reconstruction_yardstick(simmim, held)
-display(pd.DataFrame([{"predictor": "this encoder", "masked L1": yardstick["l1"]},
-                      {"predictor": "mean visible colour of each image", "masked L1": yardstick["mean_colour_l1"]},
-                      {"predictor": "one mean colour for all", "masked L1": yardstick["dataset_mean_l1"]}]))
-print(f"ratio to the mean-colour predictor: {yardstick['ratio']:.3f} on {yardstick['images']} held-out images")
+yardstick, table = yardstick_table(simmim, nb.data("intel"), model=model)
+display(table)
 
 # %% [markdown]
-# ## When does pre-training start to pay?
+# ## When does pre-training start to pay? (the paper's Fig. 3, along one run)
 # Downstream mIoU after fine-tuning from snapshots taken along a pre-training run, with
-# random init (dashed) at the same fine-tuning sizes, seeds and held-out images.
+# random init (dashed) at the same fine-tuning sizes, seeds and held-out images. As opened, it
+# shows the curve measured by `benchmarks/along_pretraining.py` for this size (not rerun here);
+# `curve_run` fine-tunes from a run's snapshots here instead (minutes per snapshot).
 
 # %%
-from viny.figures import pretraining_curve
-from viny.selection import curve_folder, downstream_along_pretraining, read_along_pretraining
-from viny.views import project_path
+from viny.views import along_pretraining_curve
 
-curve_source = ""
-if curve_run and curve_results:
-    raise ValueError("give curve_run (fine-tune from its snapshots here) or curve_results (show a measured curve), not both")
-if curve_results:
-    curve_results = curve_folder(curve_results, pretrain_images)
-    runs, measured_scores = read_along_pretraining(project_path(curve_results))
-    curve_source = f"measured by benchmarks/along_pretraining.py, {curve_results} (not rerun here)"
-elif curve_run:
-    pets = str(Path(data_root) / "oxford-iiit-pet") if data_root else None
-    runs = downstream_along_pretraining(curve_run, out / "curve", curve_sizes, range(curve_seeds), epochs=curve_epochs,
-                                        test_size=test_size, split="nested", data=pets, model=model)
-    curve_source = f"run {Path(curve_run).name}, fine-tuned here"
-if curve_source:
-    runs.to_csv(out / FILES["pretraining_curve"], index=False)
-    print(curve_source)
-    display(pretraining_curve(runs))
-else:
-    print("no curve_run or curve_results given: pass a pre-training run folder with encoder snapshots, or a measured curve, to draw it")
+curve = along_pretraining_curve(nb.out, curve_run=curve_run, curve_results=curve_results, pretrain_images=pretrain_images, sizes=curve_sizes,
+                                seeds=curve_seeds, epochs=curve_epochs, test_size=test_size, model=model, pets=nb.data("pets"), intel=nb.data("intel"))
+print(curve.source or "no curve_run or curve_results given: pass a pre-training run folder with encoder snapshots, or a measured curve, to draw it")
+curve.chart
 
 # %% [markdown]
 # ## Label-free checkpoint selection (DSE)
-# The same snapshots scored without labels: does DSE (adaptive lambda) pick the one that
-# segments best, better than taking the last one or than effective rank?
+# The same snapshots scored without labels: does DSE (adaptive lambda) pick the snapshot that
+# segments best, better than taking the last one or than effective rank? The verdicts are
+# paired over seeds; "take the last" is the baseline every score must beat.
 
 # %%
-from viny.diagnostics import diagnostic_images
-from viny.figures import selection_chart
-from viny.selection import label_free_scores, selection_verdicts
+if curve.source:
+    display(curve.selection_chart)
+    display(curve.verdicts)
 
-if curve_source:
-    scores = measured_scores if curve_results else label_free_scores(curve_run, diagnostic_images(pets, 600, size=size), held)
-    scores.to_csv(out / FILES["selection_scores"], index=False)
-    sizes = sorted(int(n) for n in runs["train_size"].unique())
-    display(selection_chart(scores, runs, sizes[0]))
-    display(pd.concat([selection_verdicts(scores, runs, n) for n in sizes], ignore_index=True))
+# %% [markdown]
+# The record the grid joins into `results.parquet`.
 
 # %%
-write_json(out / FILES["metrics"], {"pretrain_images": pretrain_images, "epochs": epochs or len(curve), "encoder_source": describe_encoder(encoder_path),
-                                   "curve_source": curve_source,
-                                   **results, **{f"yardstick_{k}": v for k, v in yardstick.items()}})
+nb.write_metrics({"pretrain_images": pretrain_images, "epochs": epochs or len(losses),
+                  "encoder_source": describe_encoder(encoder_path), "curve_source": curve.source,
+                  **results, **{f"yardstick_{k}": v for k, v in yardstick.items()}})

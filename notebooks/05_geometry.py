@@ -15,23 +15,29 @@
 
 # %% [markdown]
 # # 5. Geometry of patch representations (paper Sec. 4.2, Table 2, Figs. 5-6)
-# The same held-out Pets images through several encoders: random, SimMIM pre-trained, and the
-# pre-trained encoder after CLS supervision on Intel, CLS on Pets breeds, spatial (per-patch
-# trimap) supervision on Pets, or label-free spatial supervision on the Intel images
-# themselves (per-patch cluster targets: same data as CLS-Intel, different supervision
-# geometry). Variances, a held-out linear patch probe, DSE, similarity vs distance, heatmaps.
+# The paper explains its results by the geometry of the patch tokens: SimMIM pre-training
+# spreads them out and keeps neighbours similar, while the CLS intermediate stage collapses
+# them (lower patch-token variance, flatter similarity-vs-distance, washed-out heatmaps;
+# Table 2, Figs. 5-6). This notebook measures that on the same Pets images for several
+# encoders: random, SimMIM pre-trained, and the pre-trained encoder after each intermediate stage.
+#
+# As opened: the shipped 9k encoder and two stages (CLS on Intel, spatial on Pets) of 3 epochs
+# each on the shipped sample, the same runs 03 trains (reused from the store when 03 ran first);
+# about 4 minutes on 2 CPU cores the first time. The paper's diagnostic study trains each stage
+# for 20 epochs (`intermediate_epochs = 20`) and adds CLS on Pets breeds and a label-free
+# spatial stage on Intel (`intermediates`, below): about 30 minutes.
 
 # %% tags=["parameters"]
 model: str = "viny"
 pretrain_images: int = 9469
-pretrain_epochs: int = 25  # 0 with pretrain_source shipped: each shipped encoder as its card says
+pretrain_epochs: int = 0  # 0 with pretrain_source shipped: the shipped encoder as its card says
 pretrain_source: str = "shipped"  # shipped (viny/pretrained) or train (here)
-intermediate_epochs: int = 10  # the paper diagnostic study: 20
+intermediate_epochs: int = 3  # the paper's diagnostic study: 20
 intermediate_images: int = 0
 num_images: int = 2000  # Pets images for the diagnostics (the shipped sample has 598)
 dse_images: int = 512
 layers: str = "final"  # final or all
-intermediates: list = ["cls_intel", "cls_pets", "spatial", "spatial_intel"]
+intermediates: list = ["cls_intel", "spatial"]  # also: cls_pets, spatial_intel
 live_explorer: bool = True  # the ipywidgets explorer (grids turn it off: it needs a person)
 heatmap_images: int = 3
 test_size: int = 200  # Pets images held out from the Pets-based intermediate tasks
@@ -40,77 +46,69 @@ data_root: str = ""
 store_dir: str = ""
 output_dir: str = ""
 
-# %%
-from pathlib import Path
+# %% [markdown]
+# Set-up: the encoders (random init, the pre-trained one, one per intermediate stage; each
+# taken from the store or trained there) and the diagnostic Pets images, split into a part
+# that trains the patch probe and a held-out part that scores it.
 
+# %%
 from IPython.display import display
 
-from viny.diagnostics import compare_encoders, diagnostic_images
-from viny.figures import cosine_chart, heatmap_explorer, setup_charts
-from viny.pipeline import upstream_encoder
-from viny.registry import create_encoder
-from viny.study import FILES, RANDOM_INIT, encoder_label
-from viny.views import heatmap_data, repo_runs, write_json
-from viny.weights import load_encoder
+from viny.diagnostics import diagnostic_images
+from viny.notebook import setup
+from viny.views import geometry_encoders
 
-setup_charts()
-out = Path(output_dir) if output_dir else repo_runs("notebooks", "geometry")
-out.mkdir(parents=True, exist_ok=True)
-store = Path(store_dir) if store_dir else repo_runs("notebooks", "store")
-common = dict(model=model, seed=seed, pretrain={"epochs": pretrain_epochs}, data_root=data_root or None, pretrain_source=pretrain_source,
-              intermediate_options={"epochs": intermediate_epochs, "num_images": intermediate_images or None, "test_size": test_size})
-encoders = {RANDOM_INIT: create_encoder(model)}
-for task in ["none", *intermediates]:
-    encoders[encoder_label(task)] = load_encoder(upstream_encoder(store, pretrain_images, task, **common))
-size = encoders[RANDOM_INIT].patch_embed.img_size[0]
-data = diagnostic_images(data_root or None, num_images, size=size, seed=seed)
+nb = setup("geometry", globals())
+encoders = geometry_encoders(nb)
+data = diagnostic_images(nb.data("root"), num_images, size=encoders.image_size, seed=seed)
 
 # %% [markdown]
 # ## Table 2: variances, patch probe, DSE
-# `probe_accuracy` is scored on held-out images; `probe_train_accuracy_authors` is the
-# authors' number (accuracy during the probe's last training epoch).
+# Per encoder: patch-token variance (total, and its within-image and between-image parts),
+# the accuracy of a linear probe of each patch's trimap class (scored on held-out images;
+# `probe_train_accuracy_authors` is the authors' number, accuracy during the probe's last
+# training epoch), and DSE. The paper's claim: the CLS stage lowers the within-image variance
+# and the probe accuracy; SimMIM raises both over random init.
 
 # %%
-table, cosine = compare_encoders(encoders, data, layers, dse_images, seed=seed)
-table.to_csv(out / FILES["geometry"], index=False)
-cosine.to_csv(out / FILES["cosine"], index=False)
-write_json(out / FILES["metrics"], {"table": table.to_dict("records"), "images": len(data.images)})
+from viny.diagnostics import compare_encoders
+
+table, cosine = compare_encoders(encoders.models, data, layers, dse_images, seed=seed)
+table.to_csv(nb.path("geometry"), index=False)
+cosine.to_csv(nb.path("cosine"), index=False)
+nb.write_metrics({"table": table.to_dict("records"), "images": len(data.images)})
 display(table)
 
 # %% [markdown]
-# ## Fig. 5: similarity vs distance (dashed: the cross-image control)
+# ## Fig. 5: similarity vs distance
+# Mean cosine similarity of two patch tokens of one image against their distance on the 8x8
+# grid (dashed: pairs from different images, the control). A curve that falls with distance
+# means local structure; a flat curve high above the control means collapsed tokens.
 
 # %%
+from viny.figures import cosine_chart
+
 cosine_chart(cosine[cosine["layer"] == cosine["layer"].max()])
 
 # %% [markdown]
-# ## Fig. 6: similarity heatmaps. Click a patch on the left: every encoder's map updates.
+# ## Fig. 6: similarity heatmaps
+# Click a patch on the left: every encoder's map of cosine similarity to that patch updates
+# (fixed [-0.5, 1] scale, as in the paper). Look for the animal's outline in the pre-trained
+# and spatial encoders' maps, and for its loss after the CLS stage.
 
 # %%
-held_out = [i for i in range(len(data.images)) if not data.probe_train[i]][:heatmap_images]
-sims, uris, refs = heatmap_data(encoders, data.images[held_out], data.targets[held_out])
-sims.to_parquet(out / FILES["heatmaps"])
-write_json(out / FILES["heatmap_images"], {"images": uris, "references": refs})
-heatmap_explorer(sims, uris, tuple(encoders[RANDOM_INIT].grid_size), default_patch=refs["image 1"]["foreground"])
+from viny.figures import heatmap_explorer
+from viny.views import heatmap_figure_data
+
+held_out, sims, uris, refs = heatmap_figure_data(encoders.models, data, heatmap_images, nb)
+heatmap_explorer(sims, uris, encoders.grid, default_patch=refs["image 1"]["foreground"])
 
 # %% [markdown]
 # ## Live explorer (needs a running kernel)
+# Any image, encoder, layer and patch, computed on demand; a grid run turns it off.
 
 # %%
-import ipywidgets as W
-
-from viny.views import similarity_maps, similarity_panel
-
-
-def show(image=0, encoder=list(encoders)[1], layer=len(encoders[RANDOM_INIT].blocks), patch=int(refs["image 1"]["foreground"])):
-    i = held_out[image]
-    m = similarity_maps(encoders[encoder], data.images[i], {"patch": patch}, layer)["patch"]
-    display(similarity_panel(data.images[i], data.targets[i], m, patch))
-
-
 if live_explorer:
-    depth = len(encoders[RANDOM_INIT].blocks)
-    n_patches = encoders[RANDOM_INIT].patch_embed.num_patches
-    wide = dict(layout=W.Layout(width="max-content"), style={"description_width": "initial"})
-    W.interact(show, image=W.IntSlider(0, 0, len(held_out) - 1), encoder=W.Dropdown(options=list(encoders), **wide),
-               layer=W.IntSlider(depth, 1, depth), patch=W.IntSlider(int(refs["image 1"]["foreground"]), 0, n_patches - 1))
+    from viny.views import live_similarity_explorer
+
+    live_similarity_explorer(encoders.models, data, held_out, refs)

@@ -15,48 +15,73 @@
 
 # %% [markdown]
 # # 6. Results of the grid (paper Figs. 3-4, Tables 1, A2, A3)
-# Reads the tidy table written by `viny grid` and draws the study's figures beside the
-# paper's published numbers.
+# The paper's three findings, drawn from a grid's results beside its published numbers:
+# SimMIM pre-training helps segmentation with diminishing returns in the number of
+# pre-training images (Fig. 3); the intermediate CLS stage hurts (Fig. 4, Tables A2-A3); the
+# gap closes as fine-tuning data grows (Table 1).
+#
+# As opened, it reads the reference results committed in the repo (`results/staged`: the
+# study at staged scale, 3 seeds, made by `viny demo --scale staged`); set `grid_dir` to a
+# grid's output folder (e.g. `runs/demo` after `make demo`) to read your own.
 
 # %% tags=["parameters"]
-grid_dir: str = ""  # the grid output folder (empty: runs/demo)
-metric: str = "miou"
+grid_dir: str = "results/staged"  # a grid output folder, or a published one (results/staged)
+metric: str = "miou"  # miou or pixel_accuracy (dataset-level); paper_miou, paper_pixel_accuracy (per image, the authors')
 output_dir: str = ""
 
-# %%
-from pathlib import Path
+# %% [markdown]
+# The finished fine-tuning cells, one row each (axes a grid leaves out take 04_finetune's defaults).
 
-import pandas as pd
+# %%
 from IPython.display import Markdown, display
 
-from viny.figures import intermediate_delta, miou_vs_size, setup_charts
-from viny.findings import findings, findings_markdown
-from viny.paper import comparison_table
-from viny.study import FILES, control_rows, finetune_rows
-from viny.views import repo_runs, write_json
+from viny.notebook import setup
+from viny.results import control_rows, finetune_rows, read_results
 
-setup_charts()
-grid = Path(grid_dir) if grid_dir else repo_runs("demo")
-table = pd.read_parquet(grid / FILES["results"])
-ft = finetune_rows(table, grid / FILES["results"])  # axes a grid leaves out take the notebook's defaults
+nb = setup("results", globals())
+table, grid = read_results(grid_dir)
+ft = finetune_rows(table, grid)
 display(ft.head())
 
-# %%
-miou_vs_size(ft, metric, control=control_rows(table))  # with the random-init control (timm init) when the grid has it
+# %% [markdown]
+# ## Fig. 3: mIoU against fine-tuning images, per pre-training size
+# Mean over seeds with the seeds' spread; grey diamonds are the paper's published numbers; the
+# dashed line is the random-init control with small position embeddings (timm init) when the
+# grid has it. Look at the gap between random init and the pre-trained encoders at the
+# smallest size, and whether it narrows as the fine-tuning set grows.
 
 # %%
+from viny.figures import miou_vs_size
+
+miou_vs_size(ft, metric, control=control_rows(table))
+
+# %% [markdown]
+# ## Fig. 4: what the intermediate CLS stage does
+# mIoU with the CLS stage minus without it, paired by seed, per cell. Below zero: the stage hurt.
+
+# %%
+from viny.figures import intermediate_delta
+
 intermediate_delta(ft, metric)
 
 # %% [markdown]
-# ## Ours beside the paper's tables
+# ## Ours beside the paper's tables (Tables 1, A2, A3)
+# Where a cell has a counterpart in the paper, both numbers side by side. The scales differ
+# (fewer images, epochs and test images here), so compare directions, not values.
 
 # %%
+from viny.paper import comparison_table
+
 display(comparison_table(ft))
 
 # %% [markdown]
 # ## Findings, computed from these results
+# Each of the paper's claims as a verdict with its paired interval over seeds: "holds",
+# "does not hold" or "inconclusive" (the interval spans zero).
 
 # %%
+from viny.findings import findings, findings_markdown
+
 verdicts = findings(table, grid)
-write_json(Path(output_dir) / FILES["metrics"] if output_dir else grid / "findings.json", {r.claim: r.verdict for r in verdicts.itertuples()})
+nb.write_metrics({r.claim: r.verdict for r in verdicts.itertuples()})
 display(Markdown(findings_markdown(verdicts)))

@@ -94,7 +94,7 @@ def test_spatial_probe_uses_the_label_free_intel_task_when_the_pets_one_is_absen
 
 
 def test_a_grid_without_the_intermediate_axis_is_judged_not_a_key_error():
-    from viny.study import finetune_rows
+    from viny.results import finetune_rows
 
     t = _table()
     t = t[t["intermediate"] == "none"].drop(columns=["intermediate"])
@@ -108,7 +108,7 @@ def test_a_grid_without_the_intermediate_axis_is_judged_not_a_key_error():
 def test_results_without_finished_finetune_cells_are_a_clear_error(tmp_path):
     """06_results on a grid whose fine-tuning cells are not done: the error names the file, not KeyError 'miou'."""
     from viny.errors import VinyError
-    from viny.study import finetune_rows
+    from viny.results import finetune_rows
 
     t = _table()
     t["status"] = "failed"

@@ -65,6 +65,7 @@ def test_local_grid_is_fault_tolerant_and_resumable(tmp_path, capfd):
     assert "ValueError: boom" in failed["error"]
     assert (grid.out / "cells" / "s" / "x=2" / "notebook.ipynb").is_file()  # kept, with the exception
     assert pd.read_parquet(grid.out / "results.parquet").shape[0] == 3
+    assert table["provenance.config_sha256"].notna().all() and (table["provenance.notebook"] == "notebooks/nb.py").all()  # each cell's status.json
     assert grid_status(grid).iloc[0][["done", "failed", "pending"]].tolist() == [2, 1, 0]
     # rerun: finished cells are skipped; a cell whose status vanished (killed grid) runs again
     cells = expand(grid)["s"]
@@ -267,6 +268,11 @@ def test_finished_cells_exported_and_imported_elsewhere_are_not_run_again(tmp_pa
     assert not (tmp_path / "published" / "s" / "x=2").exists()
     exported = json.loads((tmp_path / "published" / "s" / "x=1" / "status.json").read_text())
     assert exported["status"] == "done" and str(tmp_path) not in json.dumps(exported)  # no machine paths
+    # the cell's provenance is kept: commit, config hash, versions, device, precision, threads
+    ran = json.loads((grid.out / "cells" / "s" / "x=1" / "status.json").read_text())
+    assert exported["provenance"] == ran["provenance"] and ran["provenance"]["notebook"] == "notebooks/nb.py"
+    assert {"commit", "dirty", "config_sha256", "python", "torch", "timm", "viny", "device", "cpu_model", "precision", "threads"} <= set(ran["provenance"])
+    assert ran["provenance"]["config_sha256"] != json.loads((grid.out / "cells" / "s" / "x=3" / "status.json").read_text())["provenance"]["config_sha256"]
 
     other = load_grid(make_grid(tmp_path), out=tmp_path / "elsewhere")
     assert import_cells(other, tmp_path / "published") == 2

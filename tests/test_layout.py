@@ -58,11 +58,3 @@ def test_notebook_parameters_named_like_config_fields_default_to_the_config():
         assert {"model", "seed"} <= shared
         assert {k: defaults[k] for k in shared} == {k: config[k] for k in shared}, notebook
     assert {"lr", "weight_decay"} <= set(notebook_defaults(root / "04_finetune.py"))
-
-
-def test_finetune_defaults_are_the_notebooks():
-    from viny.grid import notebook_defaults
-    from viny.study import FINETUNE_DEFAULTS
-
-    defaults = notebook_defaults(Path(__file__).resolve().parents[1] / "notebooks" / "04_finetune.py")
-    assert FINETUNE_DEFAULTS == {k: defaults[k] for k in FINETUNE_DEFAULTS}

@@ -12,7 +12,6 @@ from viny.config import make_config
 from viny.data import load_image_folder
 from viny.data.augment import normalize, to_float
 from viny.errors import VinyError
-from viny.pipeline import upstream_encoder
 from viny.simmim import SimMIM, random_mask
 from viny.train import train
 from viny.weights import load_encoder
@@ -105,25 +104,27 @@ def test_shipped_sizes_are_nested_subsets_of_one_permutation():
     assert len({(c["subset_seed"], c["seed"]) for c in configs}) == 1
 
 
-def test_upstream_encoder_uses_the_shipped_file_and_checks_the_recipe(tmp_path):
+def test_a_shipped_chain_uses_the_shipped_file_and_checks_the_recipe(tmp_path):
+    from viny.upstream import Upstream
+
     epochs = P.card("simmim_imagenette2k")["config"]["epochs"]
-    path = upstream_encoder(tmp_path, 2368, "none", pretrain={"epochs": epochs}, pretrain_source="shipped")
+    path = Upstream(pretrain_images=2368, pretrain_epochs=epochs).resolve(tmp_path)
     assert path == str(P.weights_path("simmim_imagenette2k")) and not any(tmp_path.iterdir())
     assert P.describe_encoder(path).startswith("shipped simmim_imagenette2k (SimMIM, 2,368 images")
     results, curve, simmim = P.pretraining_record(path)  # what notebooks 02 and 03 show for a shipped encoder
     assert results["final_train_loss"] == curve["train_loss"].iloc[-1] and len(curve) == epochs and simmim == P.weights_path("simmim_imagenette2k")
-    with pytest.raises(VinyError, match=f"epochs={epochs}, not 3"):
-        upstream_encoder(tmp_path, 2368, "none", pretrain={"epochs": 3}, pretrain_source="shipped")
+    with pytest.raises(VinyError, match=f"pretrain_epochs = 3: the shipped encoder simmim_imagenette2k was pre-trained for {epochs} epochs; set pretrain_epochs to 0"):
+        Upstream(pretrain_images=2368, pretrain_epochs=3).resolve(tmp_path)
     for n, name in ((2368, "simmim_imagenette2k"), (9469, "simmim_imagenette9k")):  # epochs 0: as shipped, whatever the recipe
-        assert upstream_encoder(tmp_path, n, "none", pretrain={"epochs": 0}, pretrain_source="shipped") == str(P.weights_path(name))
+        assert Upstream(pretrain_images=n).resolve(tmp_path) == str(P.weights_path(name))
+    # the shipped encoder is one checkpoint: another upstream seed seeds only what is trained here
+    assert Upstream(pretrain_images=2368, seed=1).resolve(tmp_path) == str(P.weights_path("simmim_imagenette2k"))
     with pytest.raises(VinyError, match="shipped: 2368, 4734, 9469"):
-        upstream_encoder(tmp_path, 1000, "none", pretrain_source="shipped")
-    with pytest.raises(VinyError, match="seed=0, not 1"):
-        upstream_encoder(tmp_path, 2368, "none", seed=1, pretrain_source="shipped")
-    with pytest.raises(VinyError, match="not 'viny_test'"):
-        upstream_encoder(tmp_path, 2368, "none", model="viny_test", pretrain_source="shipped")
-    with pytest.raises(VinyError, match="train or shipped"):
-        upstream_encoder(tmp_path, 2368, "none", pretrain_source="download")
+        Upstream(pretrain_images=1000).resolve(tmp_path)
+    with pytest.raises(VinyError, match="model = 'viny_test': the shipped encoders are 'viny' models"):
+        Upstream(pretrain_images=2368, model="viny_test").resolve(tmp_path)
+    with pytest.raises(VinyError, match="pretrain_source = 'download': not one of shipped, train"):
+        Upstream(pretrain_images=2368, pretrain_source="download").resolve(tmp_path)
 
 
 def test_publish_copies_report_and_tables(tmp_path):

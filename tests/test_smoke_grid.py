@@ -24,7 +24,7 @@ def smoke(tmp_path_factory):
     out = tmp_path_factory.mktemp("smoke")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        report = run_demo(out, scale="smoke", executor="ray", jobs=1, progress=False)
+        report = run_demo(out, scale="smoke", executor="ray", jobs=2, progress=False)  # under Ray, jobs caps the cells in flight
     finally:
         ray.shutdown()
     return out, pd.read_parquet(out / "results.parquet"), report

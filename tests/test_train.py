@@ -36,6 +36,16 @@ def test_pretrain_intermediate_finetune_flow(tmp_path):
     files = {p.name for p in (tmp_path / "ft").iterdir()}
     assert files >= {"config.json", "metrics.csv", "state.pt", "encoder.safetensors", "model.safetensors", "results.json"}
     assert [int(r["epoch"]) for r in metrics(tmp_path / "ft")] == [1, 2]
+    # the run's provenance: its config's hash, device, precision and threads, and its epochs' wall time
+    import json
+
+    from viny.provenance import config_sha256
+
+    recorded = json.loads((tmp_path / "ft" / "config.json").read_text())
+    prov = recorded["runtime"]["provenance"]
+    assert prov["device"] == "cpu" and prov["precision"] == "fp32" and prov["threads"] == torch.get_num_threads()
+    assert prov["config_sha256"] == config_sha256({k: v for k, v in recorded.items() if k != "runtime"})
+    assert prov["wall_seconds"] == pytest.approx(sum(float(r["seconds"]) for r in metrics(tmp_path / "ft")), abs=0.05)
     # evaluate re-scores the saved model on the same test split
     ev = evaluate_checkpoint(tmp_path / "ft", progress=False)
     assert ev["miou"] == pytest.approx(ft["miou"]) and ev["test_images"] == 40
@@ -260,28 +270,32 @@ def test_store_key_follows_the_init_file_content(tmp_path):
 def test_store_lock_says_when_a_cell_waits_for_another_process(tmp_path, capsys):
     """A grid cell whose upstream run is being trained by another worker waits on its lock;
     it must say so (otherwise it looks hung), and take the lock once it is released."""
-    import fcntl
     import threading
     import time
 
     from viny.pipeline import _locked
 
-    lock = tmp_path / ".locks" / "pretrain-abc.lock"
-    lock.parent.mkdir()
-    holder = open(lock, "a+")
-    fcntl.flock(holder.fileno(), fcntl.LOCK_EX)
-    entered = threading.Event()
+    lock = tmp_path / ".locks" / "pretrain-abc.lock.json"
+    held, release, entered = threading.Event(), threading.Event(), threading.Event()
+
+    def holder():
+        with _locked(lock, "the pretrain run X"):
+            held.set()
+            release.wait(10)
 
     def waiter():
         with _locked(lock, "the pretrain run X"):
             entered.set()
 
+    h = threading.Thread(target=holder)
+    h.start()
+    assert held.wait(10)
     t = threading.Thread(target=waiter)
     t.start()
-    time.sleep(0.5)
+    time.sleep(1)
     assert not entered.is_set()
-    fcntl.flock(holder.fileno(), fcntl.LOCK_UN)
-    holder.close()
+    release.set()
+    h.join(10)
     t.join(10)
     assert entered.is_set()
     assert "waiting for the pretrain run X: another process is training it" in capsys.readouterr().err

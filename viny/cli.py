@@ -78,8 +78,37 @@ def _add_config_options(parser: argparse.ArgumentParser, cls) -> None:
             parser.add_argument(flag, dest=f.name, type=typ, nargs=nargs, default=None, choices=choices, help=helptext, metavar=f.name.upper() if not choices else None)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a bad option said in one line (argparse prints its usage first)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _count(name: str, value: int, low: int = 1, high: int = 10**9) -> int:
+    if not low <= value <= high:
+        raise VinyError(f"{name} must be a whole number in [{low}, {high}], got {value}")
+    return value
+
+
+def _writable_out(path: Path, option: str = "--out", file: bool = False) -> Path:
+    """Refuse an output that cannot be written before any work (``file``: ``path`` is a
+    file, whose folder is checked)."""
+    from viny.files import check_writable
+
+    folder = path.parent if file else path
+    if file and path.is_dir():
+        raise VinyError(f"{option} {path} is a folder; name a file")
+    try:
+        check_writable(folder)
+    except OSError as e:
+        raise VinyError(f"{option} {path}: cannot write there ({(e.strerror or str(e)).lower()}); choose a writable "
+                        f"{'file' if file else 'folder'}. Nothing was computed") from None
+    return path
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="viny", description="Reproduce 'Diminishing Returns in Self-Supervised Learning' (ViNy).")
+    p = _Parser(prog="viny", description="Reproduce 'Diminishing Returns in Self-Supervised Learning' (ViNy).")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for phase, cls in PHASES.items():
         sp = sub.add_parser(phase, help=(cls.__doc__ or "").strip().splitlines()[0], description=(cls.__doc__ or "").strip())
@@ -124,8 +153,15 @@ def build_parser() -> argparse.ArgumentParser:
     gr.add_argument("params", type=Path, help="grid file, e.g. params/demo.yaml")
     gr.add_argument("--status", action="store_true", help="only show done / failed / pending cells")
     gr.add_argument("--estimate", action="store_true", help="only print the predicted wall time, from rates measured here first")
-    gr.add_argument("--executor", choices=("local", "ray"), default="local")
-    gr.add_argument("--jobs", type=int, default=1, help="concurrent cells (local executor; default 1)")
+    gr.add_argument("--executor", choices=("local", "ray"), default="local",
+                    help="local (worker processes here) or ray (one task per cell on the Ray cluster at $RAY_ADDRESS, "
+                         "else a local Ray; docs/cluster.md)")
+    gr.add_argument("--jobs", type=int, default=None, help="concurrent cells (default: local 1; ray: as many as the cluster holds)")
+    gr.add_argument("--cpus-per-cell", type=float, default=1.0, metavar="N",
+                    help="ray: CPUs each cell asks for, its thread count (default 1; fractions allowed)")
+    gr.add_argument("--gpus-per-cell", type=float, default=None, metavar="N",
+                    help="ray: GPUs each cell asks for; a fraction packs several cells on one GPU "
+                         "(default: 0.25 when the cluster has GPUs, else 0)")
     gr.add_argument("--out", type=Path, default=None, help="output folder (default: the file's 'out')")
     gr.add_argument("--retry-failed", action="store_true", help="run failed cells again")
     gr.add_argument("--rerun", action="append", default=[], metavar="STUDY",
@@ -198,8 +234,29 @@ def _run_geometry(args) -> int:
 
     if not args.encoders and not args.training:
         raise VinyError("name at least one encoder (NAME=PATH or NAME=random) or a --training run")
+    _count("--images", args.images, 2)
+    _count("--dse-images", args.dse_images)
+    layers = args.layers
+    if layers not in ("final", "all"):
+        try:
+            layers = [int(x) for x in args.layers.split(",")]
+        except ValueError:
+            raise VinyError(f"--layers {args.layers!r}: use final, all, or block numbers separated by commas, e.g. 4,8,12") from None
+        for n in layers:
+            _count("--layers", n, 1, 1000)
+    if args.training and not args.training.is_dir():
+        raise VinyError(f"--training {args.training}: no such run folder")
+    names = [s.split("=", 1)[0] for s in args.encoders]
+    if len(set(names)) < len(names):
+        raise VinyError(f"encoder names must differ: {', '.join(sorted({n for n in names if names.count(n) > 1}))} given twice")
+    if args.cka and any(n not in names for n in args.cka):
+        raise VinyError(f"--cka names unknown encoder(s) {[n for n in args.cka if n not in names]}; name them as NAME=PATH first")
+    _writable_out(args.out)
     encoders = dict(D.load_named_encoder(s) for s in args.encoders)
-    layers = args.layers if args.layers in ("final", "all") else [int(x) for x in args.layers.split(",")]
+    if isinstance(layers, list):
+        depth = min((len(e.blocks) for e in encoders.values()), default=None)
+        if depth is not None and max(layers) > depth:
+            raise VinyError(f"--layers {args.layers}: the encoders have {depth} blocks (1..{depth})")
     first = next(iter(encoders.values()), None)
     size = first.patch_embed.img_size[0] if first is not None else 128
     data = D.diagnostic_images(args.data, args.images, size=size, progress=not args.quiet)
@@ -233,12 +290,23 @@ def _run_select(args) -> int:
     from viny.tasks import heldout_images
     from viny.weights import read_metadata, snapshots
 
-    args_ = read_metadata(snapshots(args.run)[0][1]).get("model_args", {})
+    _count("--images", args.images, 2)
+    _count("--dse-images", args.dse_images)
+    out = args.out or args.run / f"selected_{args.by}.safetensors"
+    if out.suffix != ".safetensors":
+        raise VinyError(f"--out {out}: the selected encoder is written as safetensors; name a .safetensors file")
+    _writable_out(out, file=True)
+    metas = []
+    for _, path in snapshots(args.run):  # every snapshot readable before any is scored (a truncated one fails here, not at the end)
+        try:
+            metas.append(read_metadata(path))
+        except ValueError:
+            raise VinyError(f"{path}: not a readable weights file (truncated?); delete it or restore it, then rerun") from None
+    args_ = metas[0].get("model_args", {})
     size = args_.get("img_size", 128)
     data = D.diagnostic_images(args.data, args.images, size=size, patch_size=args_.get("patch_size", 16))
     model = "viny_test" if size == 64 else "viny"  # the image size the yardstick images are cached at
     held = A.normalize(to_float(heldout_images(make_config("pretrain", model=model), args.heldout_data)))
-    out = args.out or args.run / f"selected_{args.by}.safetensors"
     path, table = select_snapshot(args.run, args.by, data, held, out, dse_images=args.dse_images, device=args.device)
     cols = [c for c in ("epoch", "dse", "m_inter", "m_intra", "m_dim", "effective_rank", "reconstruction_ratio", "probe_accuracy") if c in table]
     print(table[cols].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
@@ -287,7 +355,8 @@ def _run_grid(args) -> int:
         print(f"predicted wall time, one cell at a time on this machine: {table['seconds'].sum() / 60:.1f} minutes "
               f"({table['image_steps'].sum():,.0f} image-steps)")
         return 0
-    table = run_grid(grid, executor=args.executor, jobs=args.jobs, retry_failed=args.retry_failed, quiet=args.quiet, rerun=args.rerun)
+    table = run_grid(grid, executor=args.executor, jobs=args.jobs, retry_failed=args.retry_failed, quiet=args.quiet, rerun=args.rerun,
+                     cpus_per_cell=args.cpus_per_cell, gpus_per_cell=args.gpus_per_cell)
     counts = table["status"].value_counts().to_dict()
     print(f"{grid.out / 'results.parquet'}: {len(table)} cells, {counts}")
     return 1 if counts.get("failed") else 0

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import numbers
 import typing
 from dataclasses import dataclass, fields
 from typing import Any, Literal
@@ -35,6 +37,60 @@ __all__ = ["TrainConfig", "PretrainConfig", "IntermediateConfig", "FinetuneConfi
 COMPILE_ABOVE = 100_000
 
 RUNTIME_OPTIONS = frozenset({"device", "precision", "compile", "cache_dir", "checkpoint_every", "eval_batch_size", "save_encoder_every"})
+
+
+SEED_MAX = 2**32 - 1  # seeds: 0..SEED_MAX (torch's generators take 64 bits; epoch generators multiply the seed by ~1e6)
+
+# every numeric option of the configs: (integer?, lowest, highest); a bound given as (value, True)
+# is open (the value itself refused). Options outside are refused before any work starts, so a
+# NaN or inf learning rate never trains a NaN model, a huge seed never overflows a generator
+# after the data are loaded, and a count is never a fraction.
+NUMBER_LIMITS: dict[str, tuple] = {
+    "epochs": (True, 1, 100_000),
+    "warmup_epochs": (True, 0, 100_000),
+    "batch_size": (True, 1, 65_536),
+    "eval_batch_size": (True, 1, 65_536),
+    "seed": (True, 0, SEED_MAX),
+    "subset_seed": (True, 0, SEED_MAX),
+    "split_seed": (True, 0, SEED_MAX),
+    "checkpoint_every": (True, 0, 100_000),
+    "save_encoder_every": (True, 0, 100_000),
+    "eval_every": (True, 0, 100_000),
+    "lr": (False, (0, True), 10),
+    "weight_decay": (False, 0, 10),
+    "gamma": (False, (0, True), 10),
+    "num_images": (True, 1, 10**9),  # or None: all
+    "heldout_images": (True, 1, 10**6),
+    "mask_ratio": (False, (0, True), (1, True)),
+    "contrast": (False, 0, 1),
+    "mixup_alpha": (False, 0, 100),
+    "train_size": (True, 1, 10**8),
+    "test_size": (True, 0, 10**8),
+    "validation_size": (True, 0, 10**8),
+    "num_clusters": (True, 2, 10_000),
+}
+_NONE_ALLOWED = {"num_images"}
+
+
+def _num(v) -> str:
+    return str(v) if isinstance(v, int) else f"{v:g}"
+
+
+def number_problem(value, integer: bool, low, high, none: bool = False) -> str | None:
+    """Why ``value`` is not a finite number (an integer where ``integer``) in ``[low, high]``
+    (a bound ``(x, True)`` is open), or None when it is."""
+    if value is None and none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral if integer else numbers.Real):
+        if integer and isinstance(value, float) and math.isfinite(value) and value.is_integer():
+            return f"expected a whole number, got {value!r} (write it without a decimal point)"
+        return f"expected {'a whole number' if integer else 'a number'}, got {value!r}"
+    if not math.isfinite(value):
+        return f"must be a finite number, got {value!r}"
+    (lo, lo_open), (hi, hi_open) = (low if isinstance(low, tuple) else (low, False)), (high if isinstance(high, tuple) else (high, False))
+    if value < lo or value > hi or (lo_open and value == lo) or (hi_open and value == hi):
+        return f"must be in {'(' if lo_open else '['}{_num(lo)}, {_num(hi)}{')' if hi_open else ']'}, got {value!r}"
+    return None
 
 
 def choices(cls: type) -> dict[str, tuple]:
@@ -78,6 +134,26 @@ class TrainConfig:
         def bad(name, why):
             raise VinyError(f"invalid {self.phase} option --{name.replace('_', '-')}: {why}")
 
+        names = {f.name for f in fields(self)}
+        for name, limits in NUMBER_LIMITS.items():  # numbers first: finite, in range, integers where counts are meant
+            if name in names:
+                problem = number_problem(getattr(self, name), *limits, none=name in _NONE_ALLOWED)
+                if problem:
+                    bad(name, problem)
+        for name in ("milestones", "crop_scale", "crop_ratio"):
+            if name in names:
+                value = getattr(self, name)
+                if not isinstance(value, tuple):
+                    bad(name, f"expected numbers, got {value!r}")
+                for v in value:
+                    problem = number_problem(v, name == "milestones", (0, name != "milestones"), 100_000 if name == "milestones" else 100)
+                    if problem:
+                        bad(name, f"{problem} (in {list(value)})")
+        for name in ("crop_scale", "crop_ratio"):
+            if name in names:
+                value = getattr(self, name)
+                if len(value) != 2 or value[0] > value[1] or (name == "crop_scale" and value[1] > 1):
+                    bad(name, f"expected two numbers LOW HIGH with LOW <= HIGH{' <= 1' if name == 'crop_scale' else ''}, got {list(value)}")
         for name in ("epochs", "batch_size", "eval_batch_size"):
             if getattr(self, name) < 1:
                 bad(name, f"must be >= 1, got {getattr(self, name)}")
@@ -242,7 +318,7 @@ def make_config(phase: str, preset: str = "paper", scale_schedule: bool = True, 
     if unknown:
         raise VinyError(f"unknown {phase} option(s): {', '.join(unknown)}")
     values = {**PRESETS[preset][phase], **overrides}
-    if scale_schedule and "epochs" in overrides and "milestones" not in overrides:
+    if scale_schedule and "epochs" in overrides and "milestones" not in overrides and not number_problem(overrides["epochs"], *NUMBER_LIMITS["epochs"]):
         base = cls()
         values["milestones"] = scale_milestones(base.milestones, base.epochs, int(overrides["epochs"]))
     return cls(**{k: _coerce(cls, k, v) for k, v in values.items()}).validate()

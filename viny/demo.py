@@ -23,7 +23,8 @@ import pandas as pd
 from viny.data.datasets import DATA_FOLDERS, check_data_root
 from viny.errors import VinyError
 from viny.files import atomic_path, check_writable
-from viny.study import finetune_rows
+from viny.results import finetune_rows
+from viny.study import FILES
 
 __all__ = ["PARAMS", "run_demo", "summarize", "publish", "check_data_root"]
 
@@ -55,6 +56,22 @@ _PUBLISHED = ["study", "cell", "status", "pretrain_images", "intermediate", "tra
               "intermediate_epochs", "miou", "pixel_accuracy", "paper_miou", "paper_pixel_accuracy", "encoder_source", "seconds"]
 
 
+def published_table(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` (a grid's results) as published: each cell's folder relative to the
+    publication (``cells/<study>/<cell>``), the notebook by its name in the repo, the data
+    root as ``<DATA>``, so that the table names no path of the machine that ran it."""
+    out = table.copy()
+    if "output_dir" in out:
+        out["output_dir"] = [f"{PUBLISHED_CELLS}/{s}/{c}" for s, c in zip(out["study"], out["cell"])]
+    if "notebook" in out:
+        out["notebook"] = [None if n is None else f"notebooks/{Path(str(n)).name}" for n in out["notebook"]]
+    if "data_root" in out:
+        out["data_root"] = [d if not d else "<DATA>" for d in out["data_root"]]
+    if "error" in out:
+        out["error"] = [None if e is None or (isinstance(e, float) and e != e) else str(e).splitlines()[-1][:300] for e in out["error"]]
+    return out
+
+
 def publish(grid_out: str | Path, dest: str | Path, command: str = "") -> Path:
     """Copy a finished grid's report and results into ``dest``: ``report.html``,
     ``results.csv`` (one row per cell), ``summary.csv`` and ``README.md``."""
@@ -73,6 +90,9 @@ def publish(grid_out: str | Path, dest: str | Path, command: str = "") -> Path:
     table = pd.read_parquet(grid_out / "results.parquet")
     with atomic_path(dest / "results.csv") as tmp:
         table[[c for c in _PUBLISHED if c in table]].to_csv(tmp, index=False)
+    # the whole table for `viny report DEST` and 06_results, its cells named relative to DEST (no machine paths)
+    with atomic_path(dest / FILES["results"]) as tmp:
+        published_table(table).to_parquet(tmp, index=False)
     for name in ("report.html", "summary.csv"):
         if (grid_out / name).is_file():
             with atomic_path(dest / name) as tmp:

@@ -27,6 +27,8 @@ __all__ = [
     "cosine_chart", "heatmap_explorer", "to_uint8",
 ]
 
+PAPER_LEGEND = "paper (published)"  # Fig. 3's legend entry for the paper's curves (grey diamonds)
+
 @functools.cache
 def _vega_bundle() -> str:
     """vega-embed + Vega + Vega-Lite as one script (vl-convert ships it: no network)."""
@@ -162,8 +164,13 @@ def miou_vs_size(results: pd.DataFrame, metric: str = "miou", control: pd.DataFr
     ref = segmentation_table()
     ref = ref[(ref["intermediate"] == "none") & ref["train_size"].between(lo, hi)].copy()
     ref["paper"] = ref["pretrain_images"].map(lambda n: "paper, no pre-training" if n == 0 else f"paper, {int(n) // 1000}k pre-training")
-    paper = alt.Chart(ref).mark_line(point=alt.OverlayMarkDef(shape="diamond", size=50, color="grey"), strokeDash=[5, 3], color="grey", clip=True).encode(
-        x="train_size:Q", y="miou:Q", detail="paper:N",
+    ref["source"] = PAPER_LEGEND
+    # dashed grey lines with diamonds, named in a legend of their own (the shape's)
+    paper = alt.Chart(ref).mark_line(strokeDash=[5, 3], color="grey", clip=True).encode(x="train_size:Q", y="miou:Q", detail="paper:N") + alt.Chart(ref).mark_point(
+        filled=True, size=50, color="grey", opacity=1, clip=True).encode(
+        x="train_size:Q", y="miou:Q",
+        shape=alt.Shape("source:N", scale=alt.Scale(domain=[PAPER_LEGEND], range=["diamond"]),
+                        legend=alt.Legend(title=None, symbolFillColor="grey", symbolStrokeColor="grey", labelLimit=300)),
         tooltip=["paper", "train_size", alt.Tooltip("miou:Q", title="paper mIoU (per-image, %)")])
     line = base.mark_line(point=True).encode(
         color=alt.Color("pretrain:N", **colour),
@@ -311,9 +318,29 @@ def heatmap_explorer(sims: pd.DataFrame, images: dict[str, str], grid: tuple[int
     heat = alt.Chart(sims).mark_rect().encode(
         x=x, y=y,
         color=alt.Color("sim:Q", scale=alt.Scale(domain=[-0.5, 1], scheme="viridis", clamp=True), title="cosine",
-                        legend=alt.Legend(values=[-0.5, 0, 0.5, 1])),
+                        legend=alt.Legend(values=[-0.5, 0, 0.5, 1], format=".1f")),
         tooltip=["encoder", "target:Q", alt.Tooltip("sim:Q", format=".3f")],
     ).transform_filter(alt.datum.image == pick).transform_filter(sel).transform_calculate(
         row=f"floor(datum.target / {cols})", col=f"datum.target % {cols}",
     ).properties(**size).facet(column=alt.Column("encoder:N", title=None, header=alt.Header(labelLimit=200, labelFontSize=10)))
     return alt.hconcat(left, heat).resolve_scale(color="independent")
+
+
+def attention_chart(maps: np.ndarray) -> alt.FacetChart:
+    """The CLS token's attention to each patch, one small map per head (``maps``: ``[heads, gh, gw]``)."""
+    df = pd.DataFrame([{"head": h, "row": r, "col": c, "attention": float(maps[h, r, c])}
+                       for h in range(maps.shape[0]) for r in range(maps.shape[1]) for c in range(maps.shape[2])])
+    return alt.Chart(df).mark_rect().encode(
+        x=alt.X("col:O", axis=None), y=alt.Y("row:O", axis=None), color=alt.Color("attention:Q", scale=alt.Scale(scheme="magma")),
+    ).properties(width=90, height=90).facet(column="head:O")
+
+
+def reference_similarity_panel(image: np.ndarray, trimap: np.ndarray, maps: dict[str, dict[str, np.ndarray]], patch_size: int = 16) -> Image.Image:
+    """One row per encoder: the image, its trimap and the cosine map of each reference patch
+    (``maps``: encoder -> reference name -> ``[gh, gw]``), grey on Fig. 6's [-0.5, 1] scale (white = 1)."""
+    def grey(m):
+        return ((m.clip(-0.5, 1) + 0.5) / 1.5)[..., None].repeat(3, -1).repeat(patch_size, 0).repeat(patch_size, 1)
+
+    refs = list(next(iter(maps.values())))
+    rows = [[image, colorize_trimap(trimap)] + [grey(m[r]) for r in refs] for m in maps.values()]
+    return panel(rows, ["image", "trimap"] + refs)

@@ -5,6 +5,7 @@ either the old file or the new one, never a half-written file."""
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -12,7 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
-__all__ = ["atomic_path", "atomic_write_text", "atomic_write_json", "file_sha256", "check_writable"]
+__all__ = ["atomic_path", "atomic_write_text", "atomic_write_json", "file_sha256", "check_writable", "folder_lock", "LOCK_FILE", "project_path", "repo_runs"]
 
 
 def _umask() -> int:
@@ -81,3 +82,79 @@ def check_writable(folder: str | os.PathLike) -> Path:
     with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check.", suffix=".tmp"):
         pass
     return folder
+
+
+LOCK_FILE = ".viny.lock"  # in a folder a viny command is writing: its pid and command
+_HELD: dict[Path, int] = {}  # folders this process holds, with how many times (the lock is re-entrant within a process)
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | os.PathLike, what: str = "viny", option: str = "--out") -> Iterator[Path]:
+    """Hold ``folder`` (an output folder) for this process while a command writes into it.
+
+    The lock is an exclusive ``flock`` on ``folder/.viny.lock``, which records the holder's
+    pid and ``what`` it runs; a second process asking for the same folder is refused at once
+    with a :class:`~viny.errors.VinyError` naming that pid (``option``: the option that chose
+    the folder, for the message). The kernel drops the lock when the process ends, however it
+    ends (``kill -9`` included), so a killed run leaves no stale lock, and the next run needs
+    no clean-up. Re-entrant within a process (``viny demo`` holds its grid's folder while
+    :func:`viny.grid.run_grid` asks for it again). Creating the folder may raise ``OSError``
+    (an output that cannot be written); callers turn it into their one-line message."""
+    from viny.errors import VinyError
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    key = folder.resolve()
+    if key in _HELD:
+        _HELD[key] += 1
+        try:
+            yield folder
+        finally:
+            _HELD[key] -= 1
+        return
+    path = folder / LOCK_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # BlockingIOError: another process holds it
+            holder = ""
+            with contextlib.suppress(OSError, UnicodeDecodeError):
+                holder = path.read_text().strip()
+            pid, _, command = holder.partition(" ")
+            who = f"pid {pid}" + (f", {command}" if command else "") if pid.isdigit() else "another process"
+            raise VinyError(f"{folder} is in use by another viny run ({who}); wait for it to end or choose another {option}") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()} {what}\n".encode())
+        _HELD[key] = 1
+        try:
+            yield folder
+        finally:
+            del _HELD[key]
+    finally:
+        os.close(fd)  # releases the flock
+
+
+def project_path(path: str | Path) -> Path:
+    """``path`` as given when absolute; a relative one is taken from the project folder when
+    the working directory is a project's ``notebooks/`` (as in JupyterLab and papermill
+    cells), else from the working directory: grids can name files of the repo the same
+    way from anywhere."""
+    p = Path(path).expanduser()
+    if p.is_absolute():
+        return p
+    cwd = Path.cwd()
+    base = cwd.parent if cwd.name == "notebooks" and (cwd.parent / "pyproject.toml").is_file() else cwd
+    return base / p
+
+
+def repo_runs(*parts: str) -> Path:
+    """Where notebooks write when no folder is given: ``$VINY_RUNS/<parts>`` if set, else
+    ``runs/<parts>`` in the working directory, or in the project folder when the working
+    directory is a project's ``notebooks/`` (as in JupyterLab). A notebook copied elsewhere
+    writes beside itself, never into the installed package's checkout."""
+    import os
+
+    if os.environ.get("VINY_RUNS"):
+        return Path(os.environ["VINY_RUNS"]).expanduser().joinpath(*parts)
+    return project_path(Path("runs", *parts))

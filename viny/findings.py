@@ -17,8 +17,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from viny.results import control_rows, finetune_rows, study_rows
 from viny.stats import mean_interval, paired_difference
-from viny.study import FILES, GEOMETRY, INTERMEDIATE_TASKS, PRETRAINED, control_rows, finetune_rows, study_rows
+from viny.study import FILES, GEOMETRY, INTERMEDIATE_TASKS, PRETRAINED
 
 __all__ = ["findings", "findings_markdown", "CLAIMS", "interval_verdict", "format_interval", "position_prior", "pretraining_gain"]
 

@@ -29,22 +29,32 @@ whose notebook reads the whole grid, i.e. declares ``grid_dir``, runs again when
 another cell has changed since it ran, so its summary is never stale); a failing
 cell is recorded with its error and the others go on (``--retry-failed`` runs failed
 cells again). Executors: ``local`` (bounded worker processes, each kernel with its own
-IPython folder, kernel starts retried) and ``ray`` (one Ray task per cell, one GPU per
-cell when the cluster has GPUs; connects to ``RAY_ADDRESS`` or starts a local cluster).
+IPython folder, kernel starts retried) and ``ray`` (one Ray task per cell, on any node of
+a cluster whose nodes share the grid's folder: ``--cpus-per-cell``, ``--gpus-per-cell``
+(default a quarter of a GPU when the cluster has GPUs), ``--jobs`` caps the cells in flight;
+a cell whose worker or node dies runs again on another, its runs resuming from their
+checkpoints; connects to ``RAY_ADDRESS`` or starts a local Ray; docs/cluster.md).
 """
 
 from __future__ import annotations
 
 import ast
 import contextlib
+import copy
 import errno
+import fcntl
+import functools
 import hashlib
+import inspect
 import itertools
 import json
+import math
 import os
 import re
 import shutil
 import signal
+import socket
+import sys
 import tempfile
 import threading
 import time
@@ -59,7 +69,7 @@ import pandas as pd
 import yaml
 
 from viny.errors import VinyError
-from viny.files import atomic_path, atomic_write_json
+from viny.files import LOCK_FILE, atomic_path, atomic_write_json, file_sha256, folder_lock
 
 # a cell folder's own files (beside the run folders its notebook writes)
 CELL_NOTEBOOK = "notebook.ipynb"  # the executed notebook
@@ -72,6 +82,7 @@ __all__ = ["Study", "Grid", "Cell", "load_grid", "validate_values", "check_param
 INJECTED = ("output_dir", "store_dir", "grid_dir")
 _GRID_KEYS = {"name", "out", "studies", "description"}
 _STUDY_KEYS = {"notebook", "axes", "fixed", "description"}
+_STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")  # a study names its folder <out>/cells/<study>: no "..", "/", ...
 
 
 @dataclass
@@ -101,6 +112,36 @@ class Cell:
     @property
     def id(self) -> str:
         return Path(self.dir).name
+
+    @property
+    def key(self) -> str:
+        """The cell's identity: :func:`cell_key` of its parameters."""
+        return cell_key(self.notebook, self.params)
+
+
+# parameters that say where things are, not what is computed: the same data set at another
+# path on another machine (``--data-root``, ``--set data_root=``) is the same cell
+LOCATION_PARAMS = frozenset({"output_dir", "store_dir", "grid_dir", "data_root"})
+
+
+def cell_key(notebook: str | Path, params: dict) -> str:
+    """Short SHA-256 of what a cell computes: its notebook's file name and every parameter the
+    grid gives it (axes, ``fixed`` and ``--set``), except :data:`LOCATION_PARAMS`.
+
+    ``run_cell`` stores it in ``status.json`` (``params_key``); a finished cell whose key is
+    not its grid's any more (e.g. ``fixed: {epochs: 1}`` edited to 3) counts as pending and
+    runs again, so results.parquet and the report never show one set of parameters beside
+    results computed with another. Deliberately left out: the notebook's *content* (the
+    status records its SHA-256, ``notebook_sha256``, as information only) and the defaults
+    of parameters the grid does not set. Notebooks are edited all the time (wording,
+    figures, a new parameter whose default keeps the old behaviour); keying cells on them
+    would throw away every finished and published cell (``results/staged/cells``) at each
+    edit. A change of a default that matters is a change to write into the grid file, or to
+    rerun with ``--rerun STUDY``. Cells finished before this key existed carry none and
+    stay done."""
+    given = {k: v for k, v in params.items() if k not in LOCATION_PARAMS}
+    text = json.dumps({"notebook": Path(notebook).name, "params": given}, sort_keys=True, default=repr)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _repo_root(path: Path) -> Path:
@@ -164,6 +205,9 @@ def load_grid(path: str | Path, out: str | Path | None = None, check: bool = Tru
     root = _repo_root(path.resolve())
     studies = []
     for name, s in spec["studies"].items():
+        if not isinstance(name, str) or not _STUDY_NAME.fullmatch(name):
+            raise VinyError(f"{path}: study name {name!r} cannot name a folder: use letters, digits and _ . - "
+                            "(starting with a letter or digit), e.g. finetune")
         if not isinstance(s, dict) or "notebook" not in s:
             raise VinyError(f"{path}: study {name!r} needs a 'notebook'")
         bad = set(s) - _STUDY_KEYS
@@ -210,6 +254,24 @@ def validate_values(grid: Grid, paths: bool = False) -> None:
                 problem = check_parameter(key, value, declared.get(key, {}).get("inferred_type_name", "None"), paths)
                 if problem:
                     raise VinyError(f"{grid.path}: study {st.name!r}: parameter {key} = {value!r}: {problem}")
+        check_study_chains(grid, st)
+
+
+def check_study_chains(grid: Grid, st: Study) -> None:
+    """Refuse a study whose cells ask for an upstream chain that cannot exist (a shipped size
+    that is not shipped, epochs its card does not have, ...), naming the cell's parameter:
+    the chains are the ones the notebook will build (:func:`viny.upstream.check_chains`)."""
+    from viny.upstream import check_chains
+
+    defaults = notebook_defaults(st.notebook)
+    keys = list(st.axes)
+    for combo in itertools.product(*(st.axes[k] for k in keys)):
+        axes = dict(zip(keys, combo))
+        try:
+            check_chains(st.notebook, {**defaults, **st.fixed, **axes})
+        except VinyError as e:
+            where = f" (cell {', '.join(f'{k}={v}' for k, v in axes.items())})" if axes else ""
+            raise VinyError(f"{grid.path}: study {st.name!r}{where}: {e}") from None
 
 
 def _choices() -> dict[str, tuple]:
@@ -251,9 +313,35 @@ def check_parameter(name: str, value, type_name: str, paths: bool = True) -> str
     return None
 
 
+_PLAIN = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+def _plain(value) -> bool:
+    """Whether ``str(value)`` names ``value`` unambiguously inside a cell name: a bool, an
+    int or a finite float, or a string of letters, digits, ``_.-`` that YAML reads back as
+    that string (not ``"1"``, ``"true"``, ``"a b"``, ``"x=1,y"``). None, NaN and inf are not
+    (their text is also a plain string's)."""
+    if isinstance(value, (bool, int)) or (isinstance(value, float) and math.isfinite(value)):
+        return True
+    if not isinstance(value, str) or not _PLAIN.fullmatch(value):
+        return False
+    try:
+        return yaml.safe_load(value) == value
+    except yaml.YAMLError:
+        return False
+
+
 def _slug(values: dict) -> str:
+    """A cell's folder name, unique by construction: ``k=v,k=v`` where every value is
+    :func:`_plain` (the names published in ``results/staged/cells`` and every grid before
+    this rule: unchanged), else the readable part with ``-`` and a hash of the exact values
+    appended (``data_root`` ``/d/root a`` and ``/d/root_a`` share a readable part, not a
+    name). Names over 100 characters keep 80 of them and the hash."""
     text = ",".join(f"{k}={v}" for k, v in values.items()) or "single"
     safe = re.sub(r"[^A-Za-z0-9_.=,-]+", "_", text)
+    if not all(_plain(v) for v in values.values()):
+        exact = json.dumps(list(values.items()), default=repr)  # "1" and 1, [1, 2] and "[1, 2]" differ here
+        return safe[:80] + "-" + hashlib.sha1(exact.encode()).hexdigest()[:10]
     return safe if len(safe) <= 100 else safe[:80] + "-" + hashlib.sha1(text.encode()).hexdigest()[:10]
 
 
@@ -291,10 +379,12 @@ def run_order(cells: list[Cell], axes: dict[str, list]) -> list[Cell]:
 
 
 def _status_record(cell: Cell) -> dict:
+    """The cell's ``status.json``; ``{}`` (pending) when it is missing or unreadable."""
     try:
-        return json.loads((Path(cell.dir) / CELL_STATUS).read_text())
-    except (OSError, json.JSONDecodeError):
+        record = json.loads((Path(cell.dir) / CELL_STATUS).read_text())
+    except (OSError, ValueError):
         return {}
+    return record if isinstance(record, dict) else {}
 
 
 def _grid_fingerprint(all_cells: dict[str, list[Cell]], study: str) -> str:
@@ -308,10 +398,70 @@ def _grid_fingerprint(all_cells: dict[str, list[Cell]], study: str) -> str:
     return h.hexdigest()[:16]
 
 
+def _metrics_readable(cell: Cell) -> bool:
+    """A finished cell's ``metrics.json``, where it has one, is a JSON object (not truncated)."""
+    path = Path(cell.dir) / CELL_METRICS
+    if not path.is_file():
+        return True  # cells whose notebook writes none are judged by their status alone
+    try:
+        return isinstance(json.loads(path.read_text()), dict)
+    except (OSError, ValueError):
+        return False
+
+
+def changed_parameters(cell: Cell, record: dict | None = None) -> dict[str, tuple]:
+    """``{parameter: (value it ran with, value now)}`` of a finished cell whose parameters
+    the grid has changed since it ran (``{"?": ...}`` where the record keeps only the key,
+    e.g. a published cell); empty when unchanged or when the record predates the key."""
+    record = _status_record(cell) if record is None else record
+    key = record.get("params_key")
+    if not key or key == cell.key:
+        return {}
+    ran = {k: v for k, v in (record.get("params") or {}).items() if k not in LOCATION_PARAMS}
+    now = {k: v for k, v in cell.params.items() if k not in LOCATION_PARAMS}
+    diff = {k: (ran.get(k, "(unset)"), now.get(k, "(unset)")) for k in sorted(set(ran) | set(now)) if ran.get(k, "(unset)") != now.get(k, "(unset)")}
+    return diff or {"?": ("other parameters", "these")}
+
+
 def cell_status(cell: Cell) -> str:
-    """``done``, ``failed`` or ``pending``."""
-    st = _status_record(cell).get("status")
+    """``done``, ``failed`` or ``pending``. A cell counts as pending (to run again) when its
+    ``status.json`` cannot be read (a killed write, a truncated copy), when it finished with
+    other parameters than its grid gives it now (:func:`cell_key`), or when its
+    ``metrics.json`` is unreadable."""
+    record = _status_record(cell)
+    st = record.get("status")
+    if st == "done" and (changed_parameters(cell, record) or not _metrics_readable(cell)):
+        return "pending"
     return st if st in ("done", "failed") else "pending"
+
+
+def _own_files(folder: Path, skip: Sequence[str] = ()) -> list[Path]:
+    """The regular files directly in a cell folder (not hidden, not ``skip``), for publishing.
+    A symbolic link to a file is refused: publishing copies what the cell wrote, never what a
+    link points to (which may be anywhere on the machine)."""
+    files = []
+    for f in sorted(folder.iterdir()):
+        if f.name.startswith(".") or f.name in skip:
+            continue
+        if f.is_symlink():
+            if f.is_dir():
+                continue  # a linked folder (e.g. runs on another disk) is not published, as any folder
+            raise VinyError(f"{f} is a symbolic link (to {os.readlink(f)}); cells are published and imported as regular files "
+                            "only: replace the link by the file, or delete it")
+        if f.is_file():
+            files.append(f)
+    return files
+
+
+def _no_linked_folders(root: Path, *parts: str) -> Path:
+    """``root/parts...``, refusing a part that is a symbolic link (it would write outside ``root``)."""
+    path = Path(root)
+    for part in parts:
+        path = path / part
+        if path.is_symlink():
+            raise VinyError(f"{path} is a symbolic link (to {os.readlink(path)}); cells are written into real folders only: "
+                            "remove the link")
+    return path
 
 
 def export_cells(grid: Grid, dest: str | Path) -> int:
@@ -319,28 +469,32 @@ def export_cells(grid: Grid, dest: str | Path) -> int:
     machine's paths, figures and tables; neither its run folders with weights nor the executed
     notebook, whose charts inline the Vega library: about 1 MB each) to ``dest/<study>/<cell>/``: a record small
     enough to commit, from which :func:`import_cells` lets another machine continue the
-    grid. Returns the cells copied."""
-    n = 0
+    grid. Regular files only: a cell holding a symbolic link is refused before anything is
+    copied. Returns the cells copied."""
+    todo = []
     for study, cells in expand(grid).items():
         for c in cells:
-            if cell_status(c) != "done":
-                continue
-            target = Path(dest) / study / Path(c.dir).name
-            target.mkdir(parents=True, exist_ok=True)
-            for f in sorted(Path(c.dir).iterdir()):
-                if f.is_file() and not f.name.startswith(".") and f.name not in (CELL_NOTEBOOK, CELL_STATUS):
-                    with atomic_path(target / f.name) as tmp:
-                        shutil.copyfile(f, tmp)
-            # the status without this machine's paths (notebook, data root, cell and store folders)
-            atomic_write_json(target / CELL_STATUS, {k: v for k, v in _status_record(c).items() if k not in ("params", "notebook")})
-            n += 1
-    return n
+            if cell_status(c) == "done":
+                todo.append((c, _no_linked_folders(Path(dest), study, Path(c.dir).name), _own_files(Path(c.dir), (CELL_NOTEBOOK, CELL_STATUS))))
+    for c, target, files in todo:
+        target.mkdir(parents=True, exist_ok=True)
+        for f in files:
+            with atomic_path(target / f.name) as tmp:
+                shutil.copyfile(f, tmp, follow_symlinks=False)
+        # the status without this machine's paths (notebook, data root, cell and store folders)
+        record = {k: v for k, v in _status_record(c).items() if k != "notebook"}
+        if isinstance(record.get("params"), dict):
+            record["params"] = {k: v for k, v in record["params"].items() if k not in LOCATION_PARAMS}
+        atomic_write_json(target / CELL_STATUS, record)
+    return len(todo)
 
 
 def import_cells(grid: Grid, source: str | Path) -> int:
     """Take the finished cells exported by :func:`export_cells` into ``source`` as this
     grid's own, where this grid has not finished them, so that running it does only the
-    rest. Cells are matched by study and axes; returns the cells taken."""
+    rest. Cells are matched by study and axes, and by their parameters (:func:`cell_key`)
+    where the published status records them: a cell published with other parameters is
+    not taken. Regular files only (a symbolic link is refused). Returns the cells taken."""
     n = 0
     for study, cells in expand(grid).items():
         for c in cells:
@@ -348,16 +502,18 @@ def import_cells(grid: Grid, source: str | Path) -> int:
             if cell_status(c) == "done" or not (src / CELL_STATUS).is_file():
                 continue
             try:
-                if json.loads((src / CELL_STATUS).read_text()).get("status") != "done":
-                    continue
-            except json.JSONDecodeError as e:
-                raise VinyError(f"{src / CELL_STATUS} is not valid JSON ({e}); delete that cell folder to run the cell again") from e
-            Path(c.dir).mkdir(parents=True, exist_ok=True)
-            for f in sorted(src.iterdir()):
-                if f.is_file() and f.name != CELL_STATUS:
-                    with atomic_path(Path(c.dir) / f.name) as tmp:
-                        shutil.copyfile(f, tmp)
-            with atomic_path(Path(c.dir) / CELL_STATUS) as tmp:  # last: the cell counts as done only once complete
+                record = json.loads((src / CELL_STATUS).read_text())
+            except (ValueError, OSError) as e:
+                raise VinyError(f"{src / CELL_STATUS} is not valid JSON ({e}); delete that cell folder to run the cell again") from None
+            if not isinstance(record, dict) or record.get("status") != "done" or changed_parameters(c, record):
+                continue
+            files = [f for f in _own_files(src) if f.name != CELL_STATUS]  # refuses links, status.json included
+            target = Path(c.dir)
+            target.mkdir(parents=True, exist_ok=True)
+            for f in files:
+                with atomic_path(target / f.name) as tmp:
+                    shutil.copyfile(f, tmp, follow_symlinks=False)
+            with atomic_path(target / CELL_STATUS) as tmp:  # last: the cell counts as done only once complete
                 shutil.copyfile(src / CELL_STATUS, tmp)
             n += 1
     return n
@@ -389,6 +545,97 @@ def _kernel_config():
     return config
 
 
+# Kernel ports. jupyter_client picks a kernel's five ports by binding port 0 and closing the
+# socket; the kernel binds them seconds later. Two grid workers starting kernels at once
+# could pick the same port, and the loser printed a 25-line "ZMQError: Address already in
+# use" traceback. Instead, each process claims a slot of ports of its own (an flock held while
+# it lives, released by the kernel however it ends) below Linux's ephemeral range (32768-),
+# where bind(0) never lands, and hands its kernels ports from that slot only.
+_PORT_BASE, _PORT_SLOT_SIZE, _PORT_SLOTS = 20000, 64, 160  # ports 20000-30239
+_port_slot: dict = {}  # pid -> [fd, slot, next port index]: this process's slot (a forked child claims its own)
+
+
+def _port_slot_claim() -> list | None:
+    held = _port_slot.get(os.getpid())
+    if held:
+        return held
+    folder = Path(tempfile.gettempdir()) / f"viny-kernel-ports-{os.getuid()}"
+    try:
+        folder.mkdir(mode=0o700, exist_ok=True)
+    except OSError:
+        return None
+    for slot in range(_PORT_SLOTS):
+        try:
+            fd = os.open(folder / f"{slot}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            continue
+        _port_slot[os.getpid()] = held = [fd, slot, 0]
+        return held
+    return None
+
+
+def kernel_ports(n: int = 5) -> list[int] | None:
+    """``n`` free ports from this process's own slot (see above), or None (no slot free: the
+    kernel manager picks, as before)."""
+    held = _port_slot_claim()
+    if held is None:
+        return None
+    _, slot, start = held
+    ports = []
+    for i in range(_PORT_SLOT_SIZE):
+        port = _PORT_BASE + slot * _PORT_SLOT_SIZE + (start + i) % _PORT_SLOT_SIZE
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        ports.append(port)
+        if len(ports) == n:
+            held[2] = (start + i + 1) % _PORT_SLOT_SIZE  # the next kernel (a retry) takes the next ports
+            return ports
+    return None
+
+
+def _with_kernel_ports(config):
+    """``config`` with the kernel's ports set from :func:`kernel_ports` (and the kernel manager's
+    own port picking off)."""
+    ports = kernel_ports()
+    if ports is None:
+        return config
+    config = copy.deepcopy(config)
+    km = config.KernelManager
+    km.cache_ports = False
+    km.shell_port, km.iopub_port, km.stdin_port, km.hb_port, km.control_port = ports
+    return config
+
+
+def _worker_init(parent: int) -> None:
+    """Run in each worker of a parallel grid: the worker ends with the grid, however the grid
+    ends (``kill -9`` included, which no handler sees). A thread polls the parent; when it is
+    gone the worker kills its own children (the notebook kernel and whatever it started) and
+    exits. Kernels also watch their own parent (ipykernel's poller, ``JPY_PARENT_PID``), so a
+    kernel of a one-job grid ends with it too."""
+    threading.Thread(target=_watch_parent, args=(parent,), name="viny-parent-watch", daemon=True).start()
+
+
+def _watch_parent(parent: int, interval: float = 0.2) -> None:
+    while os.getppid() == parent:
+        time.sleep(interval)
+    with contextlib.suppress(Exception):
+        import psutil
+
+        children = psutil.Process().children(recursive=True)
+        for child in children:
+            with contextlib.suppress(psutil.Error):
+                child.kill()
+    os._exit(1)
+
+
 def run_cell(cell: Cell, threads: int | None = None, retries: int = 3, timeout: int | None = 4 * 3600) -> dict:
     """Execute one cell's notebook with papermill; returns (and writes) its status record.
     A notebook cell running longer than ``timeout`` seconds fails the grid cell."""
@@ -402,6 +649,11 @@ def run_cell(cell: Cell, threads: int | None = None, retries: int = 3, timeout: 
         os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(threads)
     record = {"status": "failed", "study": cell.study, "cell": cell.id, "notebook": cell.notebook, "params": cell.params,
               "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "attempts": 0}
+    from viny.provenance import cell_provenance  # commit, config hash, versions, device, precision, threads (no paths)
+
+    record["provenance"] = cell_provenance(cell.notebook, {k: v for k, v in cell.params.items() if k not in INJECTED}, threads)
+    record.update(params_key=cell.key, notebook_sha256=file_sha256(cell.notebook))  # identity (cell_key); the notebook's: information only
+    before = _file_signature(cdir / CELL_METRICS)  # a metrics.json left by an earlier run is not this run's
     t0 = time.perf_counter()
     config = _kernel_config()
     for attempt in range(1, retries + 1):
@@ -409,8 +661,8 @@ def run_cell(cell: Cell, threads: int | None = None, retries: int = 3, timeout: 
         try:
             pm.execute_notebook(jupytext.read(cell.notebook), str(cdir / CELL_NOTEBOOK), parameters=cell.params,
                                 kernel_name="python3", language="python", progress_bar=False, cwd=str(Path(cell.notebook).parent),
-                                start_timeout=120, execution_timeout=timeout, config=config)
-            ok = (cdir / CELL_METRICS).is_file()
+                                start_timeout=120, execution_timeout=timeout, config=_with_kernel_ports(config))
+            ok = (cdir / CELL_METRICS).is_file() and _file_signature(cdir / CELL_METRICS) != before
             record.update(status="done" if ok else "failed", error=None if ok else f"the notebook wrote no {CELL_METRICS}")
             break
         except pm.PapermillExecutionError as e:  # a cell raised: a real failure, not retried
@@ -428,6 +680,14 @@ def run_cell(cell: Cell, threads: int | None = None, retries: int = 3, timeout: 
     record["seconds"] = round(time.perf_counter() - t0, 2)
     atomic_write_json(cdir / CELL_STATUS, record)
     return record
+
+
+def _file_signature(path: Path) -> tuple | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
 
 
 def _disk_full(error: BaseException, folder: Path) -> bool:
@@ -477,7 +737,7 @@ def _run_local(cells: list[Cell], jobs: int, progress) -> list[dict]:
     if jobs <= 1:
         return [progress(run_cell(c, threads)) for c in cells]
     records = []
-    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn"))
+    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn"), initializer=_worker_init, initargs=(os.getpid(),))
 
     def on_sigterm(signum, frame):  # SIGTERM stops the grid like Ctrl-C: workers too, not only this process
         raise KeyboardInterrupt
@@ -497,22 +757,96 @@ def _run_local(cells: list[Cell], jobs: int, progress) -> list[dict]:
     return records
 
 
-def _run_ray(cells: list[Cell], jobs: int, progress) -> list[dict]:
+RAY_RETRIES = 3  # a cell whose Ray worker or node died runs again up to this many times (Ray's max_retries)
+GPU_PER_CELL = 0.25  # --gpus-per-cell's default on a cluster with GPUs: a ViNy cell uses a small part of one, so four share it
+CELL_TRIES = ".ray-tries.jsonl"  # in a cell folder: one line per Ray try of the cell (node, host, pid, time); not published
+
+
+def check_cell_resources(cpus_per_cell: float = 1.0, gpus_per_cell: float | None = None) -> None:
+    """Refuse resources per cell that Ray cannot schedule, before anything runs."""
+    if not cpus_per_cell > 0:
+        raise VinyError(f"--cpus-per-cell must be > 0, got {cpus_per_cell}")
+    if gpus_per_cell is not None and (gpus_per_cell < 0 or (gpus_per_cell > 1 and gpus_per_cell != int(gpus_per_cell))):
+        raise VinyError(f"--gpus-per-cell must be a fraction of one GPU (0 to 1) or a whole number of GPUs, got {gpus_per_cell}")
+
+
+def _ray_cell(cell: Cell, threads: int | None) -> dict:
+    """:func:`run_cell` on a Ray worker, after noting the try in the cell's :data:`CELL_TRIES`
+    (the cell folder is on the file system every node shares, so a retry on another node
+    sees the earlier tries; a run the lost try left half-trained resumes from its checkpoint)."""
+    import socket
+
+    import ray
+
+    note = {"host": socket.gethostname(), "pid": os.getpid(), "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    with contextlib.suppress(Exception):  # only a note
+        context = ray.get_runtime_context()
+        note.update(node=context.get_node_id(), resources=context.get_assigned_resources())
+    Path(cell.dir).mkdir(parents=True, exist_ok=True)
+    with open(Path(cell.dir) / CELL_TRIES, "a") as f:
+        f.write(json.dumps(note) + "\n")
+    return run_cell(cell, threads)
+
+
+def cell_tries(cell: Cell) -> list[dict]:
+    """The Ray tries of ``cell`` noted in its folder, oldest first (empty under the local executor)."""
+    try:
+        lines = (Path(cell.dir) / CELL_TRIES).read_text().splitlines()
+    except OSError:
+        return []
+    out = []
+    for line in lines:
+        with contextlib.suppress(json.JSONDecodeError):
+            out.append(json.loads(line))
+    return out
+
+
+def _lost_cell(cell: Cell, error: BaseException) -> dict:
+    """The status of a cell whose Ray task failed for good (its worker or node died on every
+    try): failed, so ``--retry-failed`` runs it again; its runs resume from their checkpoints."""
+    record = {"status": "failed", "study": cell.study, "cell": cell.id, "notebook": cell.notebook, "params": cell.params,
+              "attempts": len(cell_tries(cell)),
+              "error": f"its Ray worker or node was lost on every try ({type(error).__name__}: {str(error).splitlines()[0][:300] if str(error) else ''}); "
+                       "rerun with --retry-failed to continue it from its checkpoints"}
+    atomic_write_json(Path(cell.dir) / CELL_STATUS, record)
+    return record
+
+
+def _run_ray(cells: list[Cell], jobs: int | None, progress, cpus_per_cell: float = 1.0, gpus_per_cell: float | None = None) -> list[dict]:
+    """One Ray task per cell, ``cpus_per_cell`` CPUs (the cell's thread count, rounded up) and
+    ``gpus_per_cell`` GPUs each (default: :data:`GPU_PER_CELL` on a cluster with GPUs, else
+    none), at most ``jobs`` in flight (None: as many as the cluster holds). A task whose
+    worker or node dies is retried (:data:`RAY_RETRIES`) on any node. Connects to
+    ``RAY_ADDRESS`` (``auto``: the cluster this host has joined) or starts a local Ray."""
     try:
         import ray
     except ImportError:
         raise VinyError("--executor ray needs Ray: pip install 'ray>=2.9'") from None
+    check_cell_resources(cpus_per_cell, gpus_per_cell)
     started = not ray.is_initialized()
     if started:
         ray.init(include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)  # honours RAY_ADDRESS
     try:
-        gpus = ray.cluster_resources().get("GPU", 0)
-        task = ray.remote(num_gpus=1 if gpus else 0, num_cpus=1, max_retries=1)(run_cell)
-        pending = [task.remote(c) for c in cells]
-        records = []
-        while pending:
-            done, pending = ray.wait(pending, num_returns=1)
-            records.append(progress(ray.get(done[0])))
+        if gpus_per_cell is None:
+            gpus_per_cell = GPU_PER_CELL if ray.cluster_resources().get("GPU", 0) else 0
+        nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+        if not any(r.get("CPU", 0) >= cpus_per_cell and r.get("GPU", 0) >= gpus_per_cell for r in nodes):
+            print(f"warning: no node of the Ray cluster has {cpus_per_cell:g} CPUs and {gpus_per_cell:g} GPUs now; "
+                  "the cells wait until one joins (check --cpus-per-cell / --gpus-per-cell)", file=sys.stderr, flush=True)
+        threads = max(1, math.ceil(cpus_per_cell))
+        task = ray.remote(num_cpus=cpus_per_cell, num_gpus=gpus_per_cell, max_retries=RAY_RETRIES, retry_exceptions=False)(_ray_cell)
+        queue, running, records = list(cells), {}, []
+        while queue or running:
+            while queue and (not jobs or len(running) < jobs):
+                cell = queue.pop(0)
+                running[task.remote(cell, threads)] = cell
+            done, _ = ray.wait(list(running), num_returns=1)
+            cell = running.pop(done[0])
+            try:
+                record = ray.get(done[0])
+            except ray.exceptions.RayError as e:  # lost on every try (or Ray failed): this cell only
+                record = _lost_cell(cell, e)
+            records.append(progress(record))
         return records
     finally:
         if started and not os.environ.get("RAY_ADDRESS"):
@@ -539,20 +873,24 @@ def collect(grid: Grid) -> pd.DataFrame:
             cdir = Path(c.dir)
             row = {"study": study, "cell": c.id, "status": cell_status(c), "output_dir": c.dir, "notebook": c.notebook}
             row.update({k: v for k, v in c.params.items() if k not in INJECTED and not isinstance(v, (list, dict))})
-            st = cdir / CELL_STATUS
-            if st.is_file():
-                s = json.loads(st.read_text())
+            s = _status_record(c) if row["status"] != "pending" else {}  # unreadable, or run with other parameters: none of it
+            if s:
                 row.update(seconds=s.get("seconds"), error=s.get("error"), attempts=s.get("attempts"))
+                row.update(_flatten(s.get("provenance") or {}, "provenance."))  # commit, device, ...: the report's captions and appendix
             nb = cdir / CELL_NOTEBOOK
             if nb.is_file():
                 try:
                     meta = json.loads(nb.read_text())["metadata"].get("papermill", {})
                     row.update(papermill_duration=meta.get("duration"), papermill_exception=bool(meta.get("exception")))
-                except (json.JSONDecodeError, KeyError):
+                except (ValueError, KeyError, AttributeError, TypeError, OSError):  # a truncated notebook: its metadata are only information
                     pass
             m = cdir / CELL_METRICS
             if m.is_file() and row["status"] == "done":
-                row.update({f"{k}": v for k, v in _flatten(json.loads(m.read_text())).items() if k not in row})
+                try:
+                    metrics = json.loads(m.read_text())
+                except (OSError, ValueError):  # truncated since cell_status read it
+                    raise VinyError(f"{m} is not valid JSON; delete it (or its cell folder) and rerun the grid to run that cell again") from None
+                row.update({f"{k}": v for k, v in _flatten(metrics).items() if k not in row})
             rows.append(row)
     df = pd.DataFrame(rows)
     return df
@@ -577,15 +915,53 @@ def _todo(cells: list[Cell], retry_failed: bool, seen: str | None = None, rerun:
             or (seen and cell_status(c) == "done" and _status_record(c).get("grid_seen") != seen)]
 
 
-def run_grid(grid: Grid, executor: str = "local", jobs: int = 1, retry_failed: bool = False, quiet: bool = False,
-             rerun: Sequence[str] = ()) -> pd.DataFrame:
+def _changed_note(grid: Grid) -> list[str]:
+    """One line per study with finished cells that ran with other parameters than the grid
+    gives them now (they count as pending and run again)."""
+    lines = []
+    for study, cells in expand(grid).items():
+        changed = [d for d in (changed_parameters(c) for c in cells if _status_record(c).get("status") == "done") if d]
+        if changed:
+            what = "; ".join(f"{k}: {a!r} then, {b!r} now" if k != "?" else "other parameters" for k, (a, b) in changed[0].items())
+            lines.append(f"{study}: {len(changed)} finished cell(s) ran with other parameters than the grid gives now ({what}); "
+                         "they count as pending and run again")
+    return lines
+
+
+def _holding_out(run):
+    """:func:`run_grid` holds its output folder (:func:`viny.files.folder_lock`): a second grid
+    on the same folder is refused naming the first one's pid. A folder it made for a grid
+    refused before any cell ran is removed again."""
+    @functools.wraps(run)
+    def wrapper(grid: Grid, *args, **kwargs):
+        made = not grid.out.exists()
+        try:
+            with folder_lock(grid.out, f"viny grid {grid.path.name}", "--out"):
+                if not inspect.signature(run).bind(grid, *args, **kwargs).arguments.get("quiet"):
+                    for line in _changed_note(grid):
+                        print(line, flush=True)
+                return run(grid, *args, **kwargs)
+        except BaseException:
+            if made and grid.out.is_dir() and {p.name for p in grid.out.iterdir()} <= {LOCK_FILE}:
+                shutil.rmtree(grid.out, ignore_errors=True)
+            raise
+    return wrapper
+
+
+@_holding_out
+def run_grid(grid: Grid, executor: str = "local", jobs: int | None = 1, retry_failed: bool = False, quiet: bool = False,
+             rerun: Sequence[str] = (), cpus_per_cell: float = 1.0, gpus_per_cell: float | None = None) -> pd.DataFrame:
     """Run every pending cell (and every cell of the studies named in ``rerun``, e.g. when
     what they read changed); returns the joined table. The cells of all studies that do
-    not read the grid share one pool of workers; those that do run last."""
+    not read the grid share one pool of workers; those that do run last. ``jobs``: cells at
+    once (local: None is 1; ray: None is as many as the cluster holds). ``cpus_per_cell``,
+    ``gpus_per_cell``: each Ray task's resources (:func:`_run_ray`)."""
     if executor not in ("local", "ray"):
         raise VinyError(f"unknown executor {executor!r}: use local or ray")
-    if jobs < 1:
+    if jobs is not None and jobs < 1:
         raise VinyError(f"--jobs must be >= 1, got {jobs}")
+    if executor == "ray":
+        check_cell_resources(cpus_per_cell, gpus_per_cell)
     unknown = sorted(set(rerun) - {st.name for st in grid.studies})
     if unknown:
         raise VinyError(f"--rerun {', '.join(unknown)}: no such study in {grid.name} (its studies: {', '.join(st.name for st in grid.studies)})")
@@ -605,7 +981,10 @@ def run_grid(grid: Grid, executor: str = "local", jobs: int = 1, retry_failed: b
 
     axes = {st.name: st.axes for st in grid.studies}
     reads_grid = {name: "grid_dir" in cells[0].params for name, cells in all_cells.items()}
-    run = _run_ray if executor == "ray" else _run_local
+    if executor == "ray":
+        run = lambda todo, jobs, progress: _run_ray(todo, jobs, progress, cpus_per_cell, gpus_per_cell)
+    else:
+        run, jobs = _run_local, jobs or 1
     # the studies that do not read the grid share one pool: a worker freed at the end of one
     # study starts the next study's cells instead of waiting for the last cell of the first
     independent = [c for name, cells in all_cells.items() if not reads_grid[name]

@@ -5,8 +5,10 @@ specs with their data, the images as data URIs, the styles), so the page renders
 file with the network off. Sections: what it was made from (data, scale, seeds, commit),
 the findings (computed by :mod:`viny.findings`), Figs. 3 and 4, our tables beside the
 paper's Tables 1/A2/A3 and 2, Fig. 5, the Fig. 6 explorer (click a patch, no kernel),
-SimMIM reconstructions (Fig. 2) and segmentation examples (Figs. A1/A2), and the list of
-executed notebooks.
+SimMIM reconstructions (Fig. 2) and segmentation examples (Figs. A1/A2), the list of
+executed notebooks, and a provenance appendix listing every cell. Under each figure and
+table a line names the notebook and cells that made it, their commit, processor and
+precision (:mod:`viny.provenance`; "not recorded" for cells published before that record).
 """
 
 from __future__ import annotations
@@ -21,14 +23,15 @@ from pathlib import Path
 import altair as alt
 import pandas as pd
 
-from viny.errors import VinyError
 from viny.figures import cosine_chart, heatmap_explorer, intermediate_delta, miou_vs_size, pretraining_curve, selection_chart
 from viny.files import atomic_write_text
 from viny.findings import findings, format_interval, position_prior, pretraining_gain
 from viny.grid import CELL_NOTEBOOK, load_grid
 from viny.paper import comparison_table, diagnostics_table
+from viny.provenance import NOT_RECORDED
+from viny.results import control_rows, finetune_rows, read_results, study_rows
 from viny.selection import across_runs_display, selection_across_runs, selection_verdicts, verdict_counts
-from viny.study import FILES, GEOMETRY, SIMMIM, control_rows, finetune_rows, study_rows
+from viny.study import FILES, GEOMETRY, SIMMIM
 
 __all__ = ["build_report"]
 
@@ -41,6 +44,7 @@ th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}
 .meta{color:#555;font-size:.9em}.supported{color:#11772d;font-weight:600}.contradicted{color:#b00020;font-weight:600}
 .inconclusive{color:#666;font-weight:600}.chart{margin:1em 0}img{max-width:100%;image-rendering:pixelated}
 .note{color:#555;font-size:.9em}table.text td{text-align:left}
+.madeby{color:#777;font-size:.8em;margin-top:.2em}
 """
 
 
@@ -68,6 +72,90 @@ def _table(df: pd.DataFrame, floatfmt: str = "{:.2f}") -> str:
         if pd.api.types.is_float_dtype(df[c]) and df[c].dropna().apply(float.is_integer).all() and c.endswith(("images", "size", "seeds")):
             df[c] = df[c].astype("Int64")
     return df.to_html(index=False, na_rep="", float_format=lambda v: floatfmt.format(v), border=0, escape=True)
+
+
+def _recorded(rows: pd.DataFrame, key: str) -> pd.Series:
+    """The provenance field ``key`` of each cell (:mod:`viny.provenance`, in the status the
+    grid wrote), "not recorded" where the cell has none (cells published before it existed)."""
+    col = f"provenance.{key}"
+    values = rows[col] if col in rows else pd.Series([None] * len(rows), index=rows.index, dtype=object)
+    return values.map(lambda v: NOT_RECORDED if v is None or (isinstance(v, float) and pd.isna(v)) or v == "" else v)
+
+
+def _commit_text(commit, dirty) -> str:
+    if commit == NOT_RECORDED:
+        return NOT_RECORDED
+    return str(commit)[:7] + (" (uncommitted changes)" if str(dirty).lower() == "true" else "")
+
+
+def _machine_text(device, cpu, gpu) -> str:
+    """The cell's processor: the GPU's model on CUDA, else the CPU's."""
+    if str(device).startswith("cuda"):
+        return str(gpu) if gpu != NOT_RECORDED else "a CUDA GPU"
+    return str(cpu)
+
+
+def _tally(values: pd.Series) -> str:
+    """One value, or each value with its number of cells ("not recorded" last)."""
+    counts = values.astype(str).value_counts(sort=True)
+    if len(counts) == 1:
+        return counts.index[0]
+    counts = pd.concat([counts.drop(NOT_RECORDED, errors="ignore"), counts.filter([NOT_RECORDED])])
+    return ", ".join(f"{v} in {n} cell{'s' if n > 1 else ''}" for v, n in counts.items())
+
+
+def _notebook_name(path) -> str:
+    return f"{Path(str(path)).parent.name}/{Path(str(path)).name}" if isinstance(path, str) and path else NOT_RECORDED
+
+
+def _made_by(rows: pd.DataFrame | pd.Series) -> str:
+    """The caption under a figure or table: the notebook and cells that made it, at which
+    commit, on which processor and at which precision."""
+    rows = rows.to_frame().T if isinstance(rows, pd.Series) else rows
+    if not len(rows):
+        return ""
+    notebooks = rows["notebook"].map(_notebook_name) if "notebook" in rows else _recorded(rows, "notebook")
+    cells = []
+    for study, g in rows.groupby("study", sort=False) if "study" in rows else []:
+        ids = list(g["cell"].astype(str)) if "cell" in g else []
+        cells.append(", ".join(f"{study}/{i}" for i in ids) if 0 < len(ids) <= 3 else f"{len(g)} {study} cells")
+    commits = pd.Series([_commit_text(c, d) for c, d in zip(_recorded(rows, "commit"), _recorded(rows, "dirty"))], index=rows.index)
+    machines = pd.Series([_machine_text(*v) for v in zip(_recorded(rows, "device"), _recorded(rows, "cpu_model"), _recorded(rows, "gpu_model"))],
+                         index=rows.index)
+    text = f"made by {_tally(notebooks)}" + (f" from {' and '.join(cells)}" if cells else "")
+    if (commits == NOT_RECORDED).all() and (machines == NOT_RECORDED).all():
+        text += f"; commit, processor and precision {NOT_RECORDED}"
+    else:
+        text += f"; commit {_tally(commits)}; on {_tally(machines)}; precision {_tally(_recorded(rows, 'precision'))}"
+    return f"<p class='madeby'>{html.escape(text)}</p>"
+
+
+def _provenance_section(table: pd.DataFrame) -> list[str]:
+    """The appendix: every cell's provenance (commit, configuration hash, versions, processor,
+    precision, threads, wall time); "not recorded" for cells published without it."""
+    if not len(table):
+        return []
+    versions = [NOT_RECORDED if all(v == NOT_RECORDED for v in vs) else ", ".join(f"{n} {v}" for n, v in zip(("python", "torch", "timm", "viny"), vs))
+                for vs in zip(*(_recorded(table, k) for k in ("python", "torch", "timm", "viny")))]
+    seconds = table["seconds"] if "seconds" in table else pd.Series([None] * len(table), index=table.index)
+    shown = pd.DataFrame({
+        "study": table["study"].astype(str), "cell": table["cell"].astype(str), "status": table["status"].astype(str),
+        "notebook": table["notebook"].map(_notebook_name) if "notebook" in table else _recorded(table, "notebook"),
+        "commit": [_commit_text(c, d) for c, d in zip(_recorded(table, "commit"), _recorded(table, "dirty"))],
+        "config sha256": _recorded(table, "config_sha256").map(lambda v: v if v == NOT_RECORDED else str(v)[:12]),
+        "device": _recorded(table, "device").astype(str),
+        "CPU / GPU": [_machine_text(*v) for v in zip(_recorded(table, "device"), _recorded(table, "cpu_model"), _recorded(table, "gpu_model"))],
+        "precision": _recorded(table, "precision").astype(str),
+        "threads": _recorded(table, "threads").map(lambda v: v if v == NOT_RECORDED else str(int(float(v)))),
+        "versions": versions,
+        "wall time (s)": seconds.map(lambda v: "" if v is None or pd.isna(v) else f"{float(v):.0f}"),
+    })
+    recorded = int((_recorded(table, "commit") != NOT_RECORDED).sum())
+    return ["<h2>Provenance</h2><p class='note'>Every cell of the grid: the commit of the code that ran it (and whether the tree "
+            "had uncommitted changes), a hash of its full configuration (notebook and parameters), the device with its CPU or GPU "
+            "model, the precision, the threads, the versions of python, torch, timm and viny, and the cell's wall time. "
+            f"{recorded} of {len(table)} cells recorded it; <i>{NOT_RECORDED}</i>: cells run before the grid kept this record.</p>"
+            + shown.to_html(index=False, na_rep="", border=0, escape=True, classes="text")]
 
 
 def _scale_description(ft: pd.DataFrame, table: pd.DataFrame, data_label: str | None = None) -> tuple[str, bool]:
@@ -124,7 +212,8 @@ def _findings_section(grid: Path, table: pd.DataFrame) -> list[str]:
                    for r in verdicts.itertuples())
     sections.append("<h2>Findings</h2><p class='note'>Each verdict is computed from this grid's results: 95 % t intervals over seeds of "
                     "paired differences; <i>supported</i> / <i>contradicted</i> when the interval excludes zero, "
-                    f"<i>inconclusive</i> otherwise.</p><table class='text'><tr><th>paper's claim</th><th>verdict</th><th>evidence (mIoU points)</th></tr>{rows}</table>")
+                    f"<i>inconclusive</i> otherwise.</p><table class='text'><tr><th>paper's claim</th><th>verdict</th><th>evidence (mIoU points)</th></tr>{rows}</table>"
+                    + _made_by(pd.concat([finetune_rows(table), control_rows(table), study_rows(table, GEOMETRY)])))
     return sections
 
 
@@ -140,7 +229,7 @@ def _encoders_section(ft: pd.DataFrame) -> list[str]:
                         "viny/pretrained, whose model cards give the command, data, epochs and loss curve; <i>trained here</i>: "
                         "a run of this grid's store. The reconstruction ratio is the pre-training's masked-patch L1 on held-out "
                         "Intel images over that of filling each masked patch with the image's mean visible colour: below 1, the "
-                        f"encoder learned more than colour means.</p>{_table(enc, '{:.3f}')}")
+                        f"encoder learned more than colour means.</p>{_table(enc, '{:.3f}')}" + _made_by(ft))
     return sections
 
 
@@ -178,27 +267,29 @@ def _finetune_sections(ft: pd.DataFrame, charts: dict, table: pd.DataFrame | Non
         table = table if table is not None else ft
         charts["fig3"] = miou_vs_size(ft, control=control_rows(table)).to_dict()
         sections.append("<h2>Pre-training and fine-tuning data (Fig. 3)</h2><div id='fig3' class='chart'></div>"
-                        "<p class='note'>Dataset-level mIoU on the held-out images; band: ±1 std over seeds.</p>"
+                        "<p class='note'>Dataset-level mIoU on the held-out images; band: ±1 std over seeds; grey diamonds: "
+                        "the paper's published curves.</p>" + _made_by(pd.concat([ft, control_rows(table)]))
                         + _gain_note(table) + _control_note(table))
         if set(ft["intermediate"]) >= {"none", "cls_intel"}:
             charts["fig4"] = intermediate_delta(ft).to_dict()
             sections.append("<h2>Intermediate CLS fine-tuning (Fig. 4)</h2><div id='fig4' class='chart'></div>"
                             "<p class='note'>Change in mIoU, paired by seed; bars: 95 % t interval, clipped at the plot's edge when longer "
-                            "(its bounds are in the tooltip and the findings).</p>")
+                            "(its bounds are in the tooltip and the findings).</p>" + _made_by(ft))
         comp = comparison_table(ft)
         sections.append("<h2>Our results beside the paper's Tables 1, A2, A3</h2><p class='note'>mIoU in %, mean ± std over seeds. "
                         "<i>per-image</i>: the paper's protocol (each image's mIoU, then averaged); <i>dataset</i>: one confusion matrix "
                         "over all held-out pixels, as in Fig. 3 and the findings. The paper's cell matches the intermediate stage and "
-                        "fine-tuning size; its pre-training size is the nearest the paper has (named in <i>paper cell</i>).</p>" + _table(comp))
+                        "fine-tuning size; its pre-training size is the nearest the paper has (named in <i>paper cell</i>).</p>" + _table(comp)
+                        + _made_by(ft))
         ex = ft.sort_values(["pretrain_images", "train_size"]).iloc[-1]
         ex_cls = ft[(ft["intermediate"] == "cls_intel") & (ft["pretrain_images"] == ex["pretrain_images"]) & (ft["train_size"] == ex["train_size"])]
         sections.append("<h2>Segmentation examples (Figs. A1, A2)</h2><p class='note'>image, ground truth, prediction; colours: "
                         "<b style='color:#e69f00'>orange</b> pet, <b style='color:#28283c'>dark</b> background, white border; "
                         f"{int(ex['pretrain_images']):,} pre-training images, {int(ex['train_size'])} fine-tuning images, "
-                        f"intermediate {html.escape(str(ex['intermediate']))}</p>" + _img(Path(ex["output_dir"]) / FILES["segmentation"], "segmentation examples"))
+                        f"intermediate {html.escape(str(ex['intermediate']))}</p>" + _img(Path(ex["output_dir"]) / FILES["segmentation"], "segmentation examples") + _made_by(ex))
         if len(ex_cls):
             sections.append("<p class='note'>The same with the intermediate CLS stage (Fig. A2):</p>"
-                            + _img(Path(ex_cls.iloc[0]["output_dir"]) / FILES["segmentation"], "segmentation after CLS"))
+                            + _img(Path(ex_cls.iloc[0]["output_dir"]) / FILES["segmentation"], "segmentation after CLS") + _made_by(ex_cls.iloc[0]))
     return sections
 
 
@@ -216,15 +307,18 @@ def _geometry_sections(geo_rows: pd.DataFrame, charts: dict) -> list[str]:
             ours[c] = 100 * ours[c]
         sections.append("<h2>Patch geometry (Table 2)</h2><p class='note'>Ours: held-out probe accuracy / mIoU, and the authors' number "
                         "(probe accuracy on its own training data) beside it; DSE with lambda = 1.</p>" + _table(ours, "{:.3f}")
-                        + "<p class='note'>The paper's Table 2:</p>" + _table(diagnostics_table()))
+                        + _made_by(geo_rows) + "<p class='note'>The paper's Table 2:</p>" + _table(diagnostics_table()))
         if geo["layer"].nunique() > 1:
             charts["layers"] = alt.Chart(geo).mark_line(point=True).encode(
                 x="layer:O", y=alt.Y("probe_accuracy:Q", scale=alt.Scale(zero=False)), color="encoder:N").properties(
                 width=420, height=240, title="held-out patch-probe accuracy by block").to_dict()
-            sections.append("<div id='layers' class='chart'></div>")
+            sections.append("<div id='layers' class='chart'></div>" + _made_by(geo_rows))
         cos = pd.read_csv(gdir / FILES["cosine"])
         charts["fig5"] = cosine_chart(cos[cos["layer"] == cos["layer"].max()]).to_dict()
-        sections.append("<h2>Similarity vs distance (Fig. 5)</h2><div id='fig5' class='chart'></div>")
+        sections.append("<h2>Similarity vs distance (Fig. 5)</h2><div id='fig5' class='chart'></div><p class='note'>Mean cosine "
+                        "similarity between the final block's patch tokens of one image as a function of their Manhattan distance on "
+                        "the patch grid, per encoder; dotted: ±1 std across images; dashed: the same for patches of different images "
+                        "(the control: similarity that distance alone does not explain).</p>" + _made_by(geo_rows))
         hm = gdir / FILES["heatmaps"]
         if hm.is_file():
             meta = json.loads((gdir / FILES["heatmap_images"]).read_text())
@@ -234,7 +328,7 @@ def _geometry_sections(geo_rows: pd.DataFrame, charts: dict) -> list[str]:
             charts["fig6"] = heatmap_explorer(sims, meta["images"], (grid_side, grid_side), default_patch=int(first["foreground"])).to_dict()
             sections.append("<h2>Similarity heatmaps (Fig. 6)</h2><p class='note'>Click a patch of the image: each encoder's cosine "
                             "similarity to it is drawn on the right (scale fixed to [-0.5, 1]). Works without a kernel.</p>"
-                            "<div id='fig6' class='chart'></div>")
+                            "<div id='fig6' class='chart'></div>" + _made_by(geo_rows))
     return sections
 
 
@@ -276,7 +370,7 @@ def _pretraining_sections(table: pd.DataFrame, charts: dict) -> list[str]:
         sections.append(f"<h2>When does pre-training start to pay?{which}</h2><div id='pretraining_curve{key}' class='chart'></div>"
                         "<p class='note'>Dataset-level mIoU on the held-out images after fine-tuning from snapshots along one "
                         "pre-training run; bars: 95 % t interval over seeds; dashed: random init."
-                        + (f" Source: {html.escape(source)}." if source and source != "nan" else "") + "</p>")
+                        + (f" Source: {html.escape(source)}." if source and source != "nan" else "") + "</p>" + _made_by(r))
         if scores is not None:
             size = int(runs["train_size"].min())
             charts[f"selection{key}"] = selection_chart(scores, runs, size).to_dict()
@@ -285,10 +379,10 @@ def _pretraining_sections(table: pd.DataFrame, charts: dict) -> list[str]:
                            for r in verdicts.itertuples())
             sections.append(f"<h2>Label-free checkpoint selection (DSE){which}</h2><div id='selection{key}' class='chart'></div>"
                             "<p class='note'>The same snapshots scored without labels; rings: the epoch each score picks.</p>"
-                            f"<table class='text'><tr><th>claim</th><th>verdict</th><th>evidence</th></tr>{rows}</table>")
+                            f"<table class='text'><tr><th>claim</th><th>verdict</th><th>evidence</th></tr>{rows}</table>" + _made_by(r))
     across = selection_across_cells(table)
     if len(across) and across["run"].nunique() > 1:
-        sections.append(_across_runs_html(across))
+        sections.append(_across_runs_html(across) + _made_by(pd.DataFrame([r for r, _, scores in curves if scores is not None])))
     if len(sim_rows):
         r = sim_rows.iloc[0]
         yard = (f" Held-out reconstruction: L1 {r['yardstick_l1']:.3f} = {r['yardstick_ratio']:.2f} x the mean-colour predictor's."
@@ -296,7 +390,7 @@ def _pretraining_sections(table: pd.DataFrame, charts: dict) -> list[str]:
         sections.append("<h2>SimMIM reconstructions (Fig. 2)</h2><p class='note'>Encoder: "
                         f"{html.escape(str(r.get('encoder_source', '?')))}; rows: original, masked input (mask ratio 0.5, masked "
                         f"patches grey), reconstruction (visible patches kept, masked ones predicted).{yard}</p>"
-                        + _img(Path(r["output_dir"]) / FILES["reconstructions"], "reconstructions"))
+                        + _img(Path(r["output_dir"]) / FILES["reconstructions"], "reconstructions") + _made_by(r))
     return sections
 
 
@@ -339,10 +433,7 @@ def build_report(grid: str | Path, out: str | Path | None = None, data_label: st
     grid = Path(grid)
     if grid.is_file():
         grid = load_grid(grid, check=False).out
-    results = grid / FILES["results"]
-    if not results.is_file():
-        raise VinyError(f"{grid} has no results.parquet; run `viny grid PARAMS.yaml` first")
-    table = pd.read_parquet(results)
+    table, grid = read_results(grid)
     out = Path(out) if out else grid / "report.html"
     alt.data_transformers.disable_max_rows()
     ft = finetune_rows(table)
@@ -350,7 +441,7 @@ def build_report(grid: str | Path, out: str | Path | None = None, data_label: st
     charts: dict[str, dict] = {}
     sections = (_header_section(grid, table, ft, data_label) + _findings_section(grid, table) + _encoders_section(ft)
                 + _finetune_sections(ft, charts, table) + _geometry_sections(geo_rows, charts) + _pretraining_sections(table, charts)
-                + _notebooks_section(grid, table, list_notebooks))
+                + _notebooks_section(grid, table, list_notebooks) + _provenance_section(table))
     bundle = vlc.javascript_bundle()
     script = ("window.vinyViews={};window.vinyErrors=[];const specs=" + json.dumps(charts).replace("</", "<\\/") + ";"
               "for(const [id,spec] of Object.entries(specs)){vegaEmbed('#'+id,spec,{renderer:'svg',actions:false})"

@@ -7,15 +7,9 @@ so renaming a label or a file cannot silently break a finding.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
-import pandas as pd
-
-from viny.errors import VinyError
-from viny.grid import CELL_METRICS
-
-__all__ = ["MODEL", "SIMMIM", "INTERMEDIATE", "FINETUNE", "CONTROL", "GEOMETRY", "RESULTS", "FILES", "RANDOM_INIT_SMALL_POSITIONS", "control_rows", "IntermediateTask", "INTERMEDIATE_TASKS",
-           "RANDOM_INIT", "PRETRAINED", "encoder_label", "finetune_rows", "study_rows", "FINETUNE_DEFAULTS"]
+__all__ = ["MODEL", "SIMMIM", "INTERMEDIATE", "FINETUNE", "CONTROL", "GEOMETRY", "RESULTS", "FILES", "RANDOM_INIT_SMALL_POSITIONS", "IntermediateTask", "INTERMEDIATE_TASKS",
+           "RANDOM_INIT", "PRETRAINED", "encoder_label", "NOTEBOOKS"]
 
 # studies: the grid files' section names, one per notebook
 MODEL, SIMMIM, INTERMEDIATE, FINETUNE, GEOMETRY, RESULTS = "model", "simmim", "intermediate", "finetune", "geometry", "results"
@@ -23,9 +17,13 @@ MODEL, SIMMIM, INTERMEDIATE, FINETUNE, GEOMETRY, RESULTS = "model", "simmim", "i
 # N(0,1) position embeddings, which already carry the Pets "object in the centre" prior
 CONTROL = "control"
 
+# the notebook of each study (notebooks/<name>.py); a grid may run one notebook under several study names
+NOTEBOOKS = {MODEL: "01_model", SIMMIM: "02_simmim", INTERMEDIATE: "03_intermediate", FINETUNE: "04_finetune", CONTROL: "04_finetune",
+             GEOMETRY: "05_geometry", RESULTS: "06_results"}
+
 # files a notebook writes into its cell folder (and the report / findings read)
 FILES = {
-    "metrics": CELL_METRICS,  # every notebook: the grid joins these into results.parquet
+    "metrics": "metrics.json",  # every notebook: the grid joins these into results.parquet
     "results": "results.parquet",  # the grid's joined table
     "reconstructions": "reconstructions.png",  # 02_simmim
     "pretraining_curve": "pretraining_curve.csv",  # 02_simmim: mIoU along pre-training
@@ -70,31 +68,3 @@ PRETRAINED = "pretrained (SimMIM)"
 def encoder_label(intermediate: str) -> str:
     """Display label of the pre-trained encoder after intermediate stage ``intermediate`` ("none": none)."""
     return PRETRAINED if intermediate == "none" else INTERMEDIATE_TASKS[intermediate].label
-
-
-# what a fine-tuning cell means when its grid does not set a parameter (04_finetune's defaults)
-FINETUNE_DEFAULTS = {"pretrain_images": 0, "intermediate": "none", "init": "reference", "seed": 0}
-
-
-def study_rows(table: pd.DataFrame, study: str) -> pd.DataFrame:
-    """The finished cells of one study in a grid's results table."""
-    if "study" not in table or "status" not in table:
-        return table.iloc[0:0]
-    return table[(table["study"] == study) & (table["status"] == "done")]
-
-
-def finetune_rows(table: pd.DataFrame, source: str | Path | None = None) -> pd.DataFrame:
-    """The finished fine-tuning cells, with the axes a grid left out filled with the notebook's defaults.
-    With ``source`` (the results file ``table`` was read from) there must be some: a clear error otherwise."""
-    ft = study_rows(table, FINETUNE).copy()
-    if source is not None and ft.empty:
-        raise VinyError(f"{source} has no finished {FINETUNE} cells: run the grid's {FINETUNE} study first "
-                        f"(viny grid PARAMS; --status lists what is done)")
-    for col, value in FINETUNE_DEFAULTS.items():
-        ft[col] = ft[col].fillna(value) if col in ft else value
-    return ft
-
-
-def control_rows(table: pd.DataFrame) -> pd.DataFrame:
-    """The finished cells of the random-init control (``init: timm``, no pre-training)."""
-    return study_rows(table, CONTROL)

@@ -3,7 +3,9 @@
 ``train(config, out_dir)`` writes a run directory::
 
     out_dir/
-      config.json          the full configuration (+ device, precision, data summary)
+      config.json          the full configuration (+ device, precision, data summary, and the
+                           provenance: commit, config hash, versions, CPU/GPU, threads,
+                           wall time; viny.provenance)
       metrics.csv          one row per epoch: epoch, train_loss, lr, seconds
                            (+ val_* scores every eval_every epochs: a learning curve on
                            the evaluation images; fine-tuning: the validation images)
@@ -40,7 +42,8 @@ import viny
 from viny.config import COMPILE_ABOVE, RUNTIME_OPTIONS, TrainConfig, config_from_dict
 from viny.device import autocast, keep_freed_memory, resolve_device, resolve_precision
 from viny.errors import TrainingDiverged, VinyError
-from viny.files import atomic_path, atomic_write_json, atomic_write_text, check_writable
+from viny.files import atomic_path, atomic_write_json, atomic_write_text, check_writable, folder_lock
+from viny.provenance import provenance
 from viny.registry import create_encoder
 from viny.tasks import make_task
 from viny.weights import load_user_encoder, save_weights, snapshot_path
@@ -121,6 +124,29 @@ def _save_state(path: Path, model, opt, sched, epoch: int, history: list[dict]) 
                         "epoch": epoch, "history": history}, tmp)
     except (OSError, RuntimeError) as e:  # torch.save reports a failed write as RuntimeError
         raise write_error(path, e) from None
+    _die_after_checkpoint(path)
+
+
+def _die_after_checkpoint(state: Path) -> None:
+    """Tests only: with ``VINY_TEST_KILL_AFTER_CHECKPOINT=FILE``, the first process to write a
+    resume checkpoint while FILE does not exist creates FILE (naming the run folder) and is
+    killed (SIGKILL) with its parent, the grid worker running its notebook: a worker or node
+    lost mid-cell, which the grid must retry and the run resume (tests/test_ray_cluster.py)."""
+    import os
+    import signal
+
+    marker = os.environ.get("VINY_TEST_KILL_AFTER_CHECKPOINT")
+    if not marker:
+        return
+    try:
+        fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        return
+    os.write(fd, str(state.parent).encode())
+    os.fsync(fd)
+    os.close(fd)
+    os.kill(os.getppid(), signal.SIGKILL)
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _check_writable(folder: Path) -> None:
@@ -143,10 +169,25 @@ def remove_stale_temp_files(folder: Path) -> list[Path]:
 
 
 def _load_state(path: Path) -> dict:
+    """The resume checkpoint, tensors and plain values only (``weights_only``): a file that holds
+    anything else (pickled code), or that is truncated, is refused in one line, without
+    relaying torch's advice to load it with ``weights_only=False`` (which runs its code)."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise VinyError(f"cannot resume from {path}: {e}") from None
+        text = str(e)
+        if "Weights only load failed" in text or "Unsupported global" in text or "GLOBAL" in text:
+            why = "it holds pickled objects other than tensors, which viny never loads"
+        elif path.is_file() and path.stat().st_size == 0:
+            why = "the file is empty"
+        else:
+            why = "not a torch checkpoint, or truncated (a copy or a disk that failed)"
+        raise VinyError(f"cannot resume from {path}: {why}; delete it and start the run again without --resume "
+                        "(or restore the run folder)") from None
+    if not isinstance(state, dict) or not {"model", "optimizer", "scheduler", "epoch", "history"} <= set(state):
+        raise VinyError(f"cannot resume from {path}: not a viny resume checkpoint (no model, optimizer, scheduler, epoch and "
+                        "history); delete it and start the run again without --resume")
+    return state
 
 
 def _result_options(config: dict) -> dict:
@@ -163,8 +204,13 @@ def _check_run_folder(config: TrainConfig, out: Path, resume: bool) -> None:
         if not (out / STATE).is_file():
             raise VinyError(f"--resume: {out} has no checkpoint ({STATE}) to resume from")
         # options added to viny after the run started take their defaults
-        recorded = _result_options(json.loads((out / "config.json").read_text()))
-        saved = _result_options(json.loads(json.dumps(config_from_dict(recorded).to_dict())))
+        try:
+            recorded = _result_options(json.loads((out / "config.json").read_text()))
+            saved = _result_options(json.loads(json.dumps(config_from_dict(recorded).to_dict())))
+        except (OSError, ValueError, TypeError, AttributeError, VinyError) as e:
+            why = "missing" if isinstance(e, FileNotFoundError) else f"unreadable ({(str(e).splitlines() or [type(e).__name__])[0][:200]})"
+            raise VinyError(f"--resume: {out / 'config.json'} is {why}, so the run cannot be checked and continued; "
+                            "start it again in a new --out") from None
         now = _result_options(json.loads(json.dumps(config.to_dict())))
         if saved != now:
             diff = ", ".join(f"{k}: {saved.get(k)!r} there, {now.get(k)!r} now" for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k))
@@ -176,17 +222,44 @@ def _check_run_folder(config: TrainConfig, out: Path, resume: bool) -> None:
 def _restore(state_path: Path, model, opt, sched) -> tuple[int, list[dict]]:
     """Load a resume checkpoint into model, optimizer and scheduler: ``(next epoch, history)``."""
     st = _load_state(state_path)
-    model.load_state_dict(st["model"])
-    opt.load_state_dict(st["optimizer"])
-    sched.load_state_dict(st["scheduler"])
-    return st["epoch"] + 1, st["history"]
+    try:
+        model.load_state_dict(st["model"])
+        opt.load_state_dict(st["optimizer"])
+        sched.load_state_dict(st["scheduler"])
+        return int(st["epoch"]) + 1, list(st["history"])
+    except (RuntimeError, ValueError, KeyError, TypeError) as e:
+        raise VinyError(f"cannot resume from {state_path}: it does not fit this run's model and options "
+                        f"({(str(e).splitlines() or [type(e).__name__])[0][:200]}); resume with the run's own state.pt") from None
 
 
 CHECKPOINT_SECONDS = 60.0  # checkpoint_every 0: a resume checkpoint after the first epoch ending this long after the last
 
 
+def _record_wall_time(out: Path, history: list[dict]) -> None:
+    """Add the run's wall time (its epochs' seconds in metrics.csv, resumed parts included)
+    to the provenance in its ``config.json``."""
+    try:
+        recorded = json.loads((out / "config.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return
+    recorded.setdefault("runtime", {}).setdefault("provenance", {})["wall_seconds"] = round(sum(r["seconds"] for r in history), 2)
+    atomic_write_json(out / "config.json", recorded)
+
+
 def train(config: TrainConfig, out_dir: str | Path, resume: bool = False, progress: bool = True) -> dict:
-    """Run one phase to the end; returns the final results (also in ``results.json``)."""
+    """Run one phase to the end; returns the final results (also in ``results.json``).
+
+    The run folder is held while the run lasts (:func:`viny.files.folder_lock`): a second
+    run on the same folder (``viny finetune --out D`` twice) is refused in one line naming
+    the first one's pid, before it writes or deletes anything there."""
+    config.validate()
+    out = Path(out_dir)
+    _check_writable(out)  # an --out that cannot be written is refused before anything else
+    with folder_lock(out, f"viny {config.phase}", "--out"):
+        return _train(config, out, resume, progress)
+
+
+def _train(config: TrainConfig, out_dir: str | Path, resume: bool = False, progress: bool = True) -> dict:
     config.validate()
     out = Path(out_dir)
     state_path = out / STATE
@@ -214,7 +287,8 @@ def train(config: TrainConfig, out_dir: str | Path, resume: bool = False, progre
     if resume:
         start, history = _restore(state_path, model, opt, sched)
     else:
-        runtime = {"device": str(device), "precision": precision, "compiled": use_compile, "viny_version": viny.__version__, **task.data_summary}
+        runtime = {"device": str(device), "precision": precision, "compiled": use_compile, "viny_version": viny.__version__, **task.data_summary,
+                   "provenance": provenance(config.to_dict(), device, precision)}  # commit, config hash, versions, CPU/GPU, threads
         try:
             out.mkdir(parents=True, exist_ok=True)
             atomic_write_json(out / "config.json", {**config.to_dict(), "runtime": runtime})
@@ -270,6 +344,9 @@ def train(config: TrainConfig, out_dir: str | Path, resume: bool = False, progre
     finally:
         bar.close()
 
+    if not all(torch.isfinite(p).all() for p in model.parameters()):  # e.g. an --lr so large the weights overflowed
+        raise TrainingDiverged(f"the weights are not finite after epoch {config.epochs} (the loss stayed finite until the last step); "
+                               "nothing was saved as a result. Try a lower --lr or --precision fp32")
     if final is None:  # no curve, or a finished run resumed
         final = task.evaluate(model, device, amp)
     results = {"phase": config.phase, **final, "final_train_loss": history[-1]["train_loss"], "epochs": config.epochs}
@@ -277,6 +354,7 @@ def train(config: TrainConfig, out_dir: str | Path, resume: bool = False, progre
     try:
         save_weights(model.encoder, out / "encoder.safetensors", **meta)
         save_weights(model, out / "model.safetensors", **meta)
+        _record_wall_time(out, history)
         atomic_write_json(out / RESULTS, results)
     except OSError as e:
         raise write_error(Path(e.filename) if e.filename else out, e) from None

@@ -19,7 +19,7 @@ from viny.device import autocast
 from viny.diagnostics import layer_tokens
 from viny.evaluate import load_segmenter
 from viny.figures import colorize_trimap, panel, png_data_uri
-from viny.files import atomic_write_json
+from viny.files import atomic_write_json, project_path, repo_runs  # noqa: F401  (notebooks import them from here)
 from viny.geometry import reference_patches, similarity_map
 from viny.metrics import segmentation_scores
 from viny.model import ViNy
@@ -30,31 +30,6 @@ __all__ = [
     "project_path", "repo_runs", "similarity_panel", "parameter_table", "patch_grid_image", "attention_maps", "reconstructions", "segmentation_examples",
     "heatmap_data", "write_json", "read_metrics_csv",
 ]
-
-
-def project_path(path: str | Path) -> Path:
-    """``path`` as given when absolute; a relative one is taken from the project folder when
-    the working directory is a project's ``notebooks/`` (as in JupyterLab and papermill
-    cells), else from the working directory: grids can name files of the repo the same
-    way from anywhere."""
-    p = Path(path).expanduser()
-    if p.is_absolute():
-        return p
-    cwd = Path.cwd()
-    base = cwd.parent if cwd.name == "notebooks" and (cwd.parent / "pyproject.toml").is_file() else cwd
-    return base / p
-
-
-def repo_runs(*parts: str) -> Path:
-    """Where notebooks write when no folder is given: ``$VINY_RUNS/<parts>`` if set, else
-    ``runs/<parts>`` in the working directory, or in the project folder when the working
-    directory is a project's ``notebooks/`` (as in JupyterLab). A notebook copied elsewhere
-    writes beside itself, never into the installed package's checkout."""
-    import os
-
-    if os.environ.get("VINY_RUNS"):
-        return Path(os.environ["VINY_RUNS"]).expanduser().joinpath(*parts)
-    return project_path(Path("runs", *parts))
 
 
 def write_json(path: str | Path, obj) -> Path:
@@ -209,3 +184,200 @@ def similarity_panel(image_u8: np.ndarray, trimap: np.ndarray, sim: np.ndarray, 
 
 def load_json(path: str | Path):
     return json.loads(Path(path).read_text())
+
+
+def heldout_yardstick_images(intel: str | None, model: str = "viny") -> torch.Tensor:
+    """The held-out Intel ``seg_test`` images of the reconstruction yardstick, normalised ``[N, 3, S, S]``."""
+    from viny.config import make_config
+    from viny.tasks import heldout_images
+
+    return A.normalize(A.to_float(heldout_images(make_config("pretrain", model=model), intel)))
+
+
+def yardstick_table(simmim, intel: str | None, model: str = "viny") -> tuple[dict, pd.DataFrame]:
+    """The reconstruction yardstick of ``simmim`` on the held-out Intel images (``intel``:
+    its folder, ``None``: the shipped sample): ``(scores, table beside the two colour predictors)``."""
+    from viny.simmim import reconstruction_yardstick
+
+    y = reconstruction_yardstick(simmim, heldout_yardstick_images(intel, model))
+    table = pd.DataFrame([{"predictor": "this encoder", "masked L1": y["l1"]},
+                          {"predictor": "mean visible colour of each image", "masked L1": y["mean_colour_l1"]},
+                          {"predictor": "one mean colour for all", "masked L1": y["dataset_mean_l1"]},
+                          {"predictor": f"ratio to the mean-colour predictor ({y['images']} held-out images)", "masked L1": y["ratio"]}])
+    return y, table
+
+
+class AlongPretraining:
+    """A curve along pre-training as 02_simmim shows it: where it came from, the runs, the
+    label-free scores, and their charts and verdicts (empty when no curve was asked for)."""
+
+    def __init__(self, source: str = "", runs: pd.DataFrame | None = None, scores: pd.DataFrame | None = None):
+        self.source, self.runs, self.scores = source, runs, scores
+
+    @property
+    def chart(self):
+        from viny.figures import pretraining_curve
+
+        return pretraining_curve(self.runs) if self.source else None
+
+    @property
+    def sizes(self) -> list[int]:
+        return sorted(int(n) for n in self.runs["train_size"].unique()) if self.source else []
+
+    @property
+    def selection_chart(self):
+        from viny.figures import selection_chart
+
+        return selection_chart(self.scores, self.runs, self.sizes[0]) if self.source else None
+
+    @property
+    def verdicts(self) -> pd.DataFrame:
+        from viny.selection import selection_verdicts
+
+        return pd.concat([selection_verdicts(self.scores, self.runs, n) for n in self.sizes], ignore_index=True) if self.source else pd.DataFrame()
+
+
+def along_pretraining_curve(out: str | Path, *, curve_run: str = "", curve_results: str = "", pretrain_images: int = 0, sizes=(100, 250),
+                            seeds: int = 3, epochs: int = 50, test_size: int = 198, model: str = "viny", pets: str | None = None,
+                            intel: str | None = None) -> AlongPretraining:
+    """The curve along pre-training of 02_simmim: a measured one (``curve_results``, a folder
+    of ``benchmarks/along_pretraining.py``; ``{pretrain_images}`` is filled in) or one
+    fine-tuned here from the snapshots of ``curve_run``. Writes its tables into ``out``."""
+    from viny.diagnostics import diagnostic_images
+    from viny.errors import VinyError
+    from viny.selection import curve_folder, downstream_along_pretraining, label_free_scores, read_along_pretraining
+    from viny.study import FILES
+
+    out = Path(out)
+    if curve_results and not curve_run:  # a run to fine-tune from here is the more specific request
+        folder = curve_folder(curve_results, pretrain_images)
+        if not project_path(folder).is_dir() and "{pretrain_images}" in curve_results:  # "this size's measured curve, if any"
+            print(f"no measured curve for {pretrain_images} pre-training images ({folder}); the curve is skipped")
+            return AlongPretraining()
+        if not project_path(folder).is_dir():
+            raise VinyError(f"curve_results = {curve_results!r}: no measured curve at {folder} (measured: "
+                            f"{', '.join(sorted(p.name for p in project_path('results/along_pretraining').glob('simmim_*'))) or 'none'}); "
+                            "set curve_results to one of those, or to empty to skip the curve")
+        runs, scores = read_along_pretraining(project_path(folder))
+        source = f"measured by benchmarks/along_pretraining.py, {folder} (not rerun here)"
+    elif curve_run:
+        runs = downstream_along_pretraining(curve_run, out / "curve", list(sizes), range(seeds), epochs=epochs, test_size=test_size,
+                                            split="nested", data=pets, model=model)
+        size = load_encoder_size(curve_run)
+        scores = label_free_scores(curve_run, diagnostic_images(pets, 600, size=size), heldout_yardstick_images(intel, model))
+        source = f"run {Path(curve_run).name}, fine-tuned here"
+    else:
+        return AlongPretraining()
+    runs.to_csv(out / FILES["pretraining_curve"], index=False)
+    scores.to_csv(out / FILES["selection_scores"], index=False)
+    return AlongPretraining(source, runs, scores)
+
+
+def load_encoder_size(run_dir: str | Path) -> int:
+    """The image size of a pre-training run's model (its config's model)."""
+    from viny.registry import create_encoder
+
+    cfg = json.loads((Path(run_dir) / "config.json").read_text())
+    return create_encoder(cfg.get("model", "viny")).patch_embed.img_size[0]
+
+
+def encoder_summary(paths: dict[str, str | None]) -> pd.DataFrame:
+    """One row per encoder (name -> file, ``None``: random init): where it came from and its
+    run's record (the pre-training's card or results; an intermediate stage's held-out scores)."""
+    from viny.pretrained import describe_encoder, pretraining_record
+
+    rows = []
+    for name, p in paths.items():
+        if p is None:
+            continue
+        record = pretraining_record(p)[0] if name == "pre-trained" else json.loads((Path(p).parent / "results.json").read_text())
+        rows.append({"encoder": name, "source": describe_encoder(p), **record})
+    return pd.DataFrame(rows)
+
+
+def stage_losses(paths: dict[str, str | None], stages) -> pd.DataFrame:
+    """The per-epoch metrics of the runs behind the encoders of ``stages`` (a ``run`` column names each)."""
+    return pd.concat([read_metrics_csv(Path(paths[s]).parent, s) for s in stages], ignore_index=True)
+
+
+def reference_similarity_figure(paths: dict[str, str | None], data_root: str | None = None, image_index: int = 0):
+    """Fig. 6 for one Pets image: the cosine maps of a background, a foreground and a boundary
+    patch for each encoder in ``paths`` (name -> file; ``None`` is skipped), one row each."""
+    from viny.data import load_pets
+    from viny.figures import reference_similarity_panel
+    from viny.weights import load_encoder
+
+    encoders = {k: load_encoder(p) for k, p in paths.items() if p}
+    if not encoders:
+        raise ValueError("no encoder files given")
+    first = next(iter(encoders.values()))
+    pets = load_pets(Path(data_root) if data_root else None, size=first.patch_embed.img_size[0], progress=False)
+    image, target = pets.arrays.images[image_index], pets.arrays.targets[image_index]
+    refs = reference_patches(target, first.patch_size)
+    maps = {k: similarity_maps(e, image, refs) for k, e in encoders.items()}
+    return reference_similarity_panel(image, target, maps, first.patch_size)
+
+
+class GeometryEncoders:
+    """The encoders 05_geometry compares, by display label (random init first)."""
+
+    def __init__(self, models: dict[str, ViNy]):
+        self.models = models
+
+    @property
+    def first(self) -> ViNy:
+        return next(iter(self.models.values()))
+
+    @property
+    def image_size(self) -> int:
+        return self.first.patch_embed.img_size[0]
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        return tuple(self.first.grid_size)
+
+
+def geometry_encoders(nb) -> GeometryEncoders:
+    """Random init, then the encoder of each of the notebook run ``nb``'s chains (the
+    pre-trained one, then one per intermediate stage), each from the store or trained there."""
+    from viny.registry import create_encoder
+    from viny.study import RANDOM_INIT, encoder_label
+    from viny.weights import load_encoder
+
+    models = {RANDOM_INIT: create_encoder(nb.chains[0].model)}
+    for chain in nb.chains:
+        path = nb.encoder(chain)
+        models[encoder_label(chain.intermediate)] = load_encoder(path) if path else create_encoder(chain.model)
+    return GeometryEncoders(models)
+
+
+def heatmap_figure_data(encoders: dict[str, ViNy], data, images: int, nb=None):
+    """The Fig. 6 explorer's data for the first ``images`` probe-held-out diagnostic images:
+    ``(their indices, similarities, image URIs, reference patches)``; with the notebook run
+    ``nb``, also saved in its folder (for the report)."""
+    held_out = [i for i in range(len(data.images)) if not data.probe_train[i]][:images]
+    sims, uris, refs = heatmap_data(encoders, data.images[held_out], data.targets[held_out])
+    if nb is not None:
+        sims.to_parquet(nb.path("heatmaps"))
+        write_json(nb.path("heatmap_images"), {"images": uris, "references": refs})
+    return held_out, sims, uris, refs
+
+
+def live_similarity_explorer(encoders: dict[str, ViNy], data, held_out: list[int], refs: dict):
+    """The ipywidgets explorer of 05_geometry: image, encoder, layer and patch sliders; the map is computed on demand."""
+    import ipywidgets as W
+    from IPython.display import display
+
+    first = next(iter(encoders.values()))
+    depth, n_patches = len(first.blocks), first.patch_embed.num_patches
+    names = list(encoders)
+    patch0 = int(refs["image 1"]["foreground"])
+
+    def show(image=0, encoder=names[min(1, len(names) - 1)], layer=depth, patch=patch0):
+        i = held_out[image]
+        m = similarity_maps(encoders[encoder], data.images[i], {"patch": patch}, layer)["patch"]
+        display(similarity_panel(data.images[i], data.targets[i], m, patch))
+
+    wide = dict(layout=W.Layout(width="max-content"), style={"description_width": "initial"})
+    return W.interact(show, image=W.IntSlider(0, 0, len(held_out) - 1), encoder=W.Dropdown(options=names, value=names[min(1, len(names) - 1)], **wide),
+                      layer=W.IntSlider(depth, 1, depth), patch=W.IntSlider(patch0, 0, n_patches - 1))
