@@ -1,7 +1,7 @@
 # The two commands of the README's quick start:
 #   make demo   runs the study at demo scale on the data shipped in the repo, ending in
 #               the HTML report (runs/demo/report.html)
-#   make test   runs the test suite
+#   make test   runs the test suite (make test-fast: all but the slow tests, about a minute)
 # Each creates .venv and installs viny with its extras when missing or when
 # pyproject.toml changed; otherwise the install is skipped.
 
@@ -10,7 +10,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.viny-installed
 
-.PHONY: demo test venv notebooks lab browser
+.PHONY: demo test test-fast venv notebooks lab browser
 
 venv: $(STAMP)
 
@@ -35,6 +35,12 @@ browser:
 test: $(STAMP) browser
 	$(BIN)/ruff check viny tests notebooks benchmarks
 	$(BIN)/python -m pytest
+
+# The developer loop: every test but those marked slow (papermill grids and notebooks, Ray,
+# the browser tests, torch.compile), about a minute on 2 cores; `make test` runs them all
+test-fast: $(STAMP)
+	$(BIN)/ruff check viny tests notebooks benchmarks
+	$(BIN)/python -m pytest -m "not slow"
 
 # The .ipynb twins of the py:percent notebooks, for JupyterLab
 notebooks: $(STAMP)

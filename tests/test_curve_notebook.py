@@ -4,6 +4,7 @@ from pathlib import Path
 
 import jupytext
 import papermill as pm
+import pytest
 
 import viny.train as T
 from viny.config import make_config
@@ -11,6 +12,7 @@ from viny.config import make_config
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "02_simmim.py"
 
 
+@pytest.mark.slow  # 02_simmim under papermill with a training run
 def test_simmim_notebook_draws_the_curve_and_the_selection(tmp_path):
     run = tmp_path / "pre"
     T.train(make_config("pretrain", model="viny_test", epochs=2, num_images=32, batch_size=16, save_encoder_every=1, precision="fp32"),
@@ -31,6 +33,7 @@ def test_simmim_notebook_draws_the_curve_and_the_selection(tmp_path):
     assert "DSE picks" in nb and "ratio to the mean-colour predictor" in nb
 
 
+@pytest.mark.slow  # 02_simmim under papermill
 def test_simmim_notebook_shows_a_measured_curve(tmp_path):
     """curve_results: the committed measurement, shown and handed to the report, not recomputed."""
     from viny.selection import read_along_pretraining

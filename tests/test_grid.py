@@ -1,4 +1,6 @@
+import contextlib
 import json
+import os
 import textwrap
 
 import pandas as pd
@@ -76,6 +78,8 @@ def test_local_grid_is_fault_tolerant_and_resumable(tmp_path, capfd):
     run_grid(grid, quiet=True)
     assert done_status.stat().st_mtime_ns == before and cell_status(cells[2]) == "done"
     assert json.loads((grid.out / "cells" / "s" / "x=2" / "status.json").read_text())["attempts"] == 1
+    record = json.loads(done_status.read_text())  # the cell's identity: its parameters' key (the notebook's hash: information)
+    assert record["params_key"] == cells[0].key and len(record["notebook_sha256"]) == 64
 
 
 def test_cells_run_one_seed_of_everything_first(tmp_path, monkeypatch):
@@ -318,3 +322,203 @@ def test_rerun_runs_every_cell_of_the_named_study_again(tmp_path, monkeypatch):
     with pytest.raises(VinyError, match="cannot go with --no-run"):
         run_demo(tmp_path / "demo", scale="smoke", run=False, rerun=["simmim"])
     assert not (tmp_path / "demo").exists()
+
+
+def _recording_run_cell(ran):
+    """A stand-in for run_cell that keeps its bookkeeping (params, params_key, metrics.json)."""
+    import viny.grid as G
+    from viny.files import atomic_write_json
+
+    def fake(cell, threads=None):
+        ran.append(cell.id)
+        atomic_write_json(G.Path(cell.dir) / "metrics.json", {"y": cell.params["x"], "label_seen": cell.params["label"]})
+        record = {"status": "done", "study": cell.study, "cell": cell.id, "params": cell.params, "params_key": cell.key}
+        atomic_write_json(G.Path(cell.dir) / "status.json", record)
+        return record
+
+    return fake
+
+
+def test_an_edited_grid_runs_its_changed_cells_again_and_never_relabels_them(tmp_path, monkeypatch, capsys):
+    """#32.1: fixed label b -> c: the finished cells ran with b; they count as pending (the table
+    shows no b-results under c) and run again; a cell finished before the key existed stays done."""
+    import viny.grid as G
+
+    ran = []
+    monkeypatch.setattr(G, "run_cell", _recording_run_cell(ran))
+    run_grid(load_grid(make_grid(tmp_path, axes="x: [1, 3]", fixed="label: b")), quiet=True)
+    assert ran == ["x=1", "x=3"]
+    grid = load_grid(make_grid(tmp_path, axes="x: [1, 3]", fixed="label: c"))
+    cells = expand(grid)["s"]
+    assert [cell_status(c) for c in cells] == ["pending", "pending"]
+    assert G.changed_parameters(cells[0]) == {"label": ("b", "c")}
+    table = G.collect(grid)
+    assert table["status"].tolist() == ["pending", "pending"] and "label_seen" not in table  # no b-result shown as c
+    run_grid(grid)
+    out = capsys.readouterr().out
+    assert "s: 2 finished cell(s) ran with other parameters than the grid gives now (label: 'b' then, 'c' now)" in out
+    assert ran == ["x=1", "x=3", "x=1", "x=3"]
+    table = G.collect(grid)
+    assert table["status"].tolist() == ["done", "done"] and table["label_seen"].tolist() == ["c", "c"]
+    # a location is not an identity: the same cells with another output folder or data root are the same cells
+    assert G.cell_key("nb.py", {"x": 1, "output_dir": "/a", "data_root": "/d1"}) == G.cell_key("nb.py", {"x": 1, "output_dir": "/b", "data_root": "/d2"})
+    # a status from before the key (published cells, e.g. results/staged/cells) stays done
+    status = G.Path(cells[0].dir) / "status.json"
+    status.write_text(json.dumps({"status": "done", "study": "s", "cell": "x=1"}))
+    assert cell_status(cells[0]) == "done"
+
+
+def test_cell_folder_names_are_unique_and_the_published_names_unchanged():
+    """#32.2: a lossy readable name gets a hash; names that were lossless (every published one) stay as they were."""
+    from pathlib import Path
+
+    from viny.grid import _slug
+
+    a, b = _slug({"data_root": "/d/root a"}), _slug({"data_root": "/d/root_a"})
+    assert a != b and a.startswith("data_root=_d_root_a-") and b.startswith("data_root=_d_root_a-")
+    assert len({_slug({"x": v}) for v in (1, "1", 1.0, True, "True", None, "None", [1], "[1]", "a,b=c", "a_b=c")}) == 11
+    assert _slug({"x": 1, "label": "cls_intel"}) == "x=1,label=cls_intel" and _slug({}) == "single"
+    assert _slug({"x": "a,y=b", "y": "c"}) != _slug({"x": "a", "y": "b,y=c"})  # commas and '=' inside values
+    root = Path(__file__).resolve().parents[1]
+    cells = expand(load_grid(root / "params" / "staged.yaml", check_values=False))
+    published = root / "results" / "staged" / "cells"
+    for study, folder in ((s, published / s) for s in cells if (published / s).is_dir()):
+        assert {p.name for p in folder.iterdir() if p.is_dir()} <= {c.id for c in cells[study]}, study
+
+
+def test_study_names_cannot_leave_the_output_folder(tmp_path):
+    for name in ("../../x", "a/b", ".hidden", "", "x y"):
+        (tmp_path / "notebooks").mkdir(exist_ok=True)
+        (tmp_path / "notebooks" / "nb.py").write_text(NOTEBOOK)
+        (tmp_path / "g.yaml").write_text(f"name: t\nout: out\nstudies:\n  {json.dumps(name)}:\n    notebook: notebooks/nb.py\n")
+        with pytest.raises(VinyError, match="cannot name a folder"):
+            load_grid(tmp_path / "g.yaml")
+    assert not (tmp_path / "x").exists() and not (tmp_path / "out").exists()
+
+
+def test_publishing_copies_regular_files_and_refuses_links(tmp_path, monkeypatch):
+    import viny.grid as G
+    from viny.grid import export_cells, import_cells
+
+    monkeypatch.setattr(G, "run_cell", _recording_run_cell([]))
+    grid = load_grid(make_grid(tmp_path, axes="x: [1, 3]"))
+    run_grid(grid, quiet=True)
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not for publishing")
+    link = grid.out / "cells" / "s" / "x=1" / "table.csv"
+    link.symlink_to(secret)
+    with pytest.raises(VinyError, match=r"x=1/table.csv is a symbolic link .*regular files only"):
+        export_cells(grid, tmp_path / "pub")
+    assert not (tmp_path / "pub").exists()  # refused before anything was copied
+    link.unlink()
+    (grid.out / "cells" / "s" / "x=1" / "runs").symlink_to(tmp_path, target_is_directory=True)  # a linked folder: not published, as any folder
+    assert export_cells(grid, tmp_path / "pub") == 2
+    assert sorted(p.name for p in (tmp_path / "pub" / "s" / "x=1").iterdir()) == ["metrics.json", "status.json"]
+    (tmp_path / "pub" / "s" / "x=3" / "metrics.json").unlink()
+    (tmp_path / "pub" / "s" / "x=3" / "metrics.json").symlink_to(secret)
+    with pytest.raises(VinyError, match=r"x=3/metrics.json is a symbolic link"):
+        import_cells(load_grid(make_grid(tmp_path, axes="x: [1, 3]"), out=tmp_path / "other"), tmp_path / "pub")
+    assert not (tmp_path / "other" / "cells" / "s" / "x=3" / "metrics.json").exists()
+    # a published cell with other parameters is not taken
+    (tmp_path / "pub" / "s" / "x=3" / "metrics.json").unlink()
+    other = load_grid(make_grid(tmp_path, axes="x: [1, 3]", fixed="label: z"), out=tmp_path / "third")
+    assert import_cells(other, tmp_path / "pub") == 0
+
+
+def test_a_corrupt_cell_file_makes_its_cell_pending_not_a_traceback(tmp_path, monkeypatch, capsys):
+    import viny.grid as G
+    from viny.cli import main
+
+    ran = []
+    monkeypatch.setattr(G, "run_cell", _recording_run_cell(ran))
+    path = make_grid(tmp_path, axes="x: [1, 3, 4]")
+    grid = load_grid(path)
+    run_grid(grid, quiet=True)
+    cells = grid.out / "cells" / "s"
+    (cells / "x=1" / "status.json").write_text('{"status": "do')  # truncated
+    (cells / "x=3" / "metrics.json").write_text('{"y": ')
+    (cells / "x=4" / "notebook.ipynb").write_text("{")  # only information: the cell stays done
+    assert [cell_status(c) for c in expand(grid)["s"]] == ["pending", "pending", "done"]
+    assert main(["grid", str(path), "--status"]) == 0
+    assert "pending" in capsys.readouterr().out
+    ran.clear()
+    assert main(["grid", str(path), "--quiet"]) == 0
+    assert ran == ["x=1", "x=3"] and G.collect(grid)["status"].tolist() == ["done"] * 3
+
+
+def test_a_second_grid_on_the_same_folder_is_refused_naming_the_first(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    import viny.grid as G
+
+    monkeypatch.setattr(G, "run_cell", _recording_run_cell(ran := []))
+    grid = load_grid(make_grid(tmp_path, axes="x: [1]"))
+    grid.out.mkdir(parents=True)
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom viny.files import folder_lock\n"
+                               f"with folder_lock({str(grid.out)!r}, 'viny grid g.yaml'):\n    print('held', flush=True); sys.stdin.read()"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(VinyError, match=rf"{grid.out} is in use by another viny run \(pid {holder.pid}, viny grid g.yaml\)"):
+            run_grid(grid, quiet=True)
+        assert ran == []
+    finally:
+        holder.communicate("")
+    run_grid(grid, quiet=True)  # the holder ended (however it ends, the kernel drops its lock): the folder is free
+    assert ran == ["x=1"]
+
+
+def test_kill_9_of_a_parallel_grid_leaves_no_process_behind(tmp_path):
+    """Workers (and their notebook kernels) end with the grid, even when it is killed with SIGKILL."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    (tmp_path / "notebooks").mkdir()
+    (tmp_path / "notebooks" / "nb.py").write_text(
+        '# %% tags=["parameters"]\nx: int = 0\noutput_dir: str = ""\n\n# %%\nimport os, pathlib, time\n'
+        'pathlib.Path(output_dir).mkdir(parents=True, exist_ok=True)\n(pathlib.Path(output_dir) / "started").write_text(str(os.getpid()))\n'
+        "time.sleep(120)\n")
+    (tmp_path / "g.yaml").write_text("name: t\nout: out\nstudies:\n  s:\n    notebook: notebooks/nb.py\n    axes: {x: [1, 2]}\n")
+    grid = subprocess.Popen([sys.executable, "-m", "viny.cli", "grid", str(tmp_path / "g.yaml"), "--jobs", "2", "--quiet"],
+                            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    started = [tmp_path / "out" / "cells" / "s" / f"x={i}" / "started" for i in (1, 2)]
+    try:
+        deadline = time.time() + 150
+        while time.time() < deadline and not all(p.exists() for p in started) and grid.poll() is None:
+            time.sleep(0.3)
+        assert all(p.exists() for p in started), grid.stderr.read() if grid.poll() is not None else "kernels did not start"
+        family = psutil.Process(grid.pid).children(recursive=True)
+        kernels = {int(p.read_text()) for p in started}
+        assert kernels <= {p.pid for p in family} and len(family) >= 4  # 2 workers, 2 kernels (and multiprocessing's tracker)
+        os.kill(grid.pid, signal.SIGKILL)
+        grid.wait(10)
+        _, alive = psutil.wait_procs(family, timeout=10)
+        alive = [p for p in alive if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+        assert not alive, [" ".join(p.cmdline())[:120] for p in alive]
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(grid.pid, signal.SIGKILL)
+
+
+def test_kernel_ports_of_concurrent_processes_never_overlap():
+    """Each process hands its kernels ports from its own slot (no 'Address already in use' race between workers)."""
+    import subprocess
+    import sys
+
+    from viny.grid import _kernel_config, _with_kernel_ports
+
+    code = "import json, sys\nfrom viny.grid import kernel_ports\nprint(json.dumps(kernel_ports()), flush=True)\nsys.stdin.read()"
+    procs = [subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    try:
+        ports = [json.loads(p.stdout.readline()) for p in procs]
+    finally:
+        for p in procs:
+            p.communicate("")
+    assert all(len(p) == 5 and max(p) < 32768 for p in ports) and not set(ports[0]) & set(ports[1])
+    km = _with_kernel_ports(_kernel_config()).KernelManager
+    assert km.cache_ports is False and len({km.shell_port, km.iopub_port, km.stdin_port, km.hb_port, km.control_port}) == 5

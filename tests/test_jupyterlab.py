@@ -15,6 +15,7 @@ import nbformat
 import pytest
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+pytestmark = pytest.mark.slow  # a JupyterLab server, its kernels and a browser
 
 CELLS = [
     "from viny.figures import setup_charts, loss_curve, miou_vs_size\nimport pandas as pd\nsetup_charts()",

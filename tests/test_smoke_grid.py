@@ -12,6 +12,9 @@ from viny.report import build_report
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+# the whole smoke grid under papermill on Ray, then a browser: minutes (make test runs it; the
+# fast tier checks the report's and the publication's file logic in tests/test_report.py)
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")

@@ -107,6 +107,7 @@ def test_resume_checkpoints_about_once_a_minute_by_default(tmp_path, monkeypatch
     assert results == T.train(make_config("finetune", epochs=4, train_size=16, test_size=16, checkpoint_every=1, **TINY), tmp_path / "every", progress=False)
 
 
+@pytest.mark.slow  # torch.compile: about 20 s on 2 cores
 def test_compiled_training_matches_eager_in_fp32(tmp_path):
     """torch.compile changes speed, not science: the same run with compiled training steps
     gives the same losses and scores (fp32, to rounding)."""

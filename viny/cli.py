@@ -92,19 +92,9 @@ def _count(name: str, value: int, low: int = 1, high: int = 10**9) -> int:
 
 
 def _writable_out(path: Path, option: str = "--out", file: bool = False) -> Path:
-    """Refuse an output that cannot be written before any work (``file``: ``path`` is a
-    file, whose folder is checked)."""
-    from viny.files import check_writable
+    from viny.files import writable_output
 
-    folder = path.parent if file else path
-    if file and path.is_dir():
-        raise VinyError(f"{option} {path} is a folder; name a file")
-    try:
-        check_writable(folder)
-    except OSError as e:
-        raise VinyError(f"{option} {path}: cannot write there ({(e.strerror or str(e)).lower()}); choose a writable "
-                        f"{'file' if file else 'folder'}. Nothing was computed") from None
-    return path
+    return writable_output(path, option, file)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -227,10 +217,7 @@ def _run_evaluate(args) -> int:
 
 
 def _run_geometry(args) -> int:
-    import pandas as pd
-
-    from viny import diagnostics as D
-    from viny.files import atomic_path
+    from viny.files import folder_lock
 
     if not args.encoders and not args.training:
         raise VinyError("name at least one encoder (NAME=PATH or NAME=random) or a --training run")
@@ -246,12 +233,25 @@ def _run_geometry(args) -> int:
             _count("--layers", n, 1, 1000)
     if args.training and not args.training.is_dir():
         raise VinyError(f"--training {args.training}: no such run folder")
+    for spec in args.encoders:
+        if "=" not in spec:
+            raise VinyError(f"encoder {spec!r}: expected NAME=PATH or NAME=random")
     names = [s.split("=", 1)[0] for s in args.encoders]
     if len(set(names)) < len(names):
         raise VinyError(f"encoder names must differ: {', '.join(sorted({n for n in names if names.count(n) > 1}))} given twice")
     if args.cka and any(n not in names for n in args.cka):
         raise VinyError(f"--cka names unknown encoder(s) {[n for n in args.cka if n not in names]}; name them as NAME=PATH first")
     _writable_out(args.out)
+    with folder_lock(args.out, "viny geometry", "--out"):
+        return _geometry(args, layers)
+
+
+def _geometry(args, layers) -> int:
+    import pandas as pd
+
+    from viny import diagnostics as D
+    from viny.files import atomic_path
+
     encoders = dict(D.load_named_encoder(s) for s in args.encoders)
     if isinstance(layers, list):
         depth = min((len(e.blocks) for e in encoders.values()), default=None)
@@ -327,7 +327,10 @@ def _load_grid(params: Path, out: Path | None, sets: list[str]):
         used = False
         for st in grid.studies:
             if key in notebook_parameters(st.notebook):
-                st.fixed[key] = yaml.safe_load(value)
+                try:
+                    st.fixed[key] = yaml.safe_load(value)
+                except yaml.YAMLError as e:
+                    raise VinyError(f"--set {item!r}: the value is not valid YAML ({str(e).splitlines()[0]})") from None
                 used = True
         if not used:
             raise VinyError(f"--set {key}: no notebook of this grid has a parameter {key!r}")
@@ -338,6 +341,8 @@ def _load_grid(params: Path, out: Path | None, sets: list[str]):
 def _run_grid(args) -> int:
     from viny.grid import grid_status, run_grid
 
+    if args.jobs is not None:
+        _count("--jobs", args.jobs, 1, 1024)
     grid = _load_grid(args.params, args.out, args.set)
     if args.status:
         print(grid_status(grid).to_string(index=False))
@@ -395,7 +400,13 @@ def main(argv: list[str] | None = None) -> int:
             return _run_report(args)
         return _run_demo(args)
     except VinyError as e:
-        print(f"viny {args.command}: error: {e}", file=sys.stderr)
+        message = " ".join(line.strip() for line in str(e).splitlines() if line.strip())  # one line, whatever the message holds
+        print(f"viny {args.command}: error: {message}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a file system refusal no check foresaw (permissions, a full disk ...): one line, naming the file
+        where = f" ({e.filename})" if getattr(e, "filename", None) else ""
+        print(f"viny {args.command}: error: {(e.strerror or str(e)).splitlines()[0] if (e.strerror or str(e)) else type(e).__name__}{where}",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         if args.command in PHASES:

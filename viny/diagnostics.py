@@ -189,7 +189,10 @@ def load_named_encoder(spec: str) -> tuple[str, ViNy]:
     name, src = spec.split("=", 1)
     if src.startswith("random"):
         torch.manual_seed(0)
-        return name, create_encoder(src.split(":", 1)[1] if ":" in src else "viny")
+        try:
+            return name, create_encoder(src.split(":", 1)[1] if ":" in src else "viny")
+        except ValueError as e:
+            raise VinyError(f"encoder {spec!r}: {e}") from None
     from viny.weights import load_user_encoder
 
     return name, load_user_encoder(src, f"encoder {name}=")

@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
-__all__ = ["atomic_path", "atomic_write_text", "atomic_write_json", "file_sha256", "check_writable", "folder_lock", "LOCK_FILE", "project_path", "repo_runs"]
+__all__ = ["atomic_path", "atomic_write_text", "atomic_write_json", "file_sha256", "check_writable", "writable_output", "folder_lock", "LOCK_FILE", "project_path", "repo_runs"]
 
 
 def _umask() -> int:
@@ -72,6 +72,23 @@ def file_sha256(path: str | os.PathLike) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def writable_output(path: str | os.PathLike, option: str = "--out", file: bool = False) -> Path:
+    """Refuse an output that cannot be written, before any work, in one line (a
+    :class:`~viny.errors.VinyError` naming ``option``); ``file``: ``path`` is a file, whose
+    folder is checked (and made)."""
+    from viny.errors import VinyError
+
+    path = Path(path)
+    if file and path.is_dir():
+        raise VinyError(f"{option} {path} is a folder; name a file")
+    try:
+        check_writable(path.parent if file else path)
+    except OSError as e:
+        raise VinyError(f"{option} {path}: cannot write there ({(e.strerror or str(e)).lower()}); choose a writable "
+                        f"{'file' if file else 'folder'}. Nothing was computed") from None
+    return path
 
 
 def check_writable(folder: str | os.PathLike) -> Path:

@@ -89,8 +89,12 @@ def _pretraining_small_data(ft, metric):
 
 def _diminishing(ft, metric, axis: str, key: str):
     # the levels measured at the fixed level of the other axis (a grid still running may lack some)
+    if not len(ft):
+        return _row(key, "inconclusive", "needs finished fine-tuning cells; this grid has none yet")
     if axis == "train_size":
         cells = ft[(ft["intermediate"] == "none")]
+        if not len(cells):
+            return _row(key, "inconclusive", "needs finished fine-tuning cells without an intermediate stage; this grid has none yet")
         fixed = cells["pretrain_images"].max()
         cells = cells[cells["pretrain_images"] == fixed]
         levels = sorted(int(v) for v in cells["train_size"].unique())

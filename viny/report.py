@@ -24,7 +24,7 @@ import altair as alt
 import pandas as pd
 
 from viny.figures import cosine_chart, heatmap_explorer, intermediate_delta, miou_vs_size, pretraining_curve, selection_chart
-from viny.files import atomic_write_text
+from viny.files import atomic_write_text, writable_output
 from viny.findings import findings, format_interval, position_prior, pretraining_gain
 from viny.grid import CELL_NOTEBOOK, load_grid
 from viny.paper import comparison_table, diagnostics_table
@@ -434,7 +434,7 @@ def build_report(grid: str | Path, out: str | Path | None = None, data_label: st
     if grid.is_file():
         grid = load_grid(grid, check=False).out
     table, grid = read_results(grid)
-    out = Path(out) if out else grid / "report.html"
+    out = writable_output(Path(out) if out else grid / "report.html", "--out", file=True)  # before the work, not after it
     alt.data_transformers.disable_max_rows()
     ft = finetune_rows(table)
     geo_rows = study_rows(table, GEOMETRY)

@@ -20,7 +20,7 @@ from viny.data.datasets import sample_root
 from viny.data.images import IMAGE_EXTENSIONS
 from viny.device import autocast, keep_freed_memory, resolve_device, resolve_precision
 from viny.grid import expand, notebook_defaults
-from viny.study import CONTROL, FINETUNE, GEOMETRY, INTERMEDIATE, INTERMEDIATE_TASKS, SIMMIM
+from viny.study import CONTROL, FINETUNE, GEOMETRY
 from viny.tasks import make_task
 from viny.train import init_encoder
 
@@ -115,8 +115,10 @@ def _sizes(data_root: str | None) -> dict[str, int]:
 def grid_work(grid) -> pd.DataFrame:
     """Image-steps per phase that ``grid`` needs, each distinct upstream run counted once.
 
-    Every parameter a cell leaves out takes its notebook's default, read from the
-    notebook's parameters cell (:func:`viny.grid.notebook_defaults`), not copied here."""
+    A cell's upstream runs are the chains its notebook builds (:func:`viny.upstream.notebook_chains`,
+    the notebooks' own defaults filled in from their parameters cells): the same object the
+    notebook resolves, so the estimate cannot count another chain than the one that runs."""
+    from viny.upstream import notebook_chains
 
     rows, upstream = [], set()
     size_cache: dict = {}
@@ -129,33 +131,17 @@ def grid_work(grid) -> pd.DataFrame:
             root = p.get("data_root") or None
             if root not in size_cache:
                 size_cache[root] = _sizes(root)
-            sizes = size_cache[root]
-            seed = p.get("seed", 0) if p.get("upstream_seed", -1) < 0 else p["upstream_seed"]
-            pre = int(p.get("pretrain_images", 0) or 0)
-            pre_ep = p["epochs"] if study == SIMMIM else p.get("pretrain_epochs", 0)
-            if pre and p.get("pretrain_source") == "train" and ("pretrain", pre, pre_ep, seed) not in upstream:
-                upstream.add(("pretrain", pre, pre_ep, seed))
-                rows.append({"study": study, "phase": "pretrain", "image_steps": pre * pre_ep})
-            tasks = []
-            if study in (FINETUNE, CONTROL) and p.get("intermediate", "none") != "none":
-                tasks = [p["intermediate"]]
-            elif study == INTERMEDIATE:
-                tasks = list(p["tasks"])
-            elif study == GEOMETRY:
-                tasks = list(p["intermediates"])
-            ep = p["epochs"] if study == INTERMEDIATE else p.get("intermediate_epochs", 0)
-            for t in tasks:
-                n = p.get("intermediate_images") or (sizes["intel"] if INTERMEDIATE_TASKS[t].data == "intel" else sizes["pets"] - p["test_size"])
-                key = ("intermediate", pre, pre_ep, t, ep, n, seed)
-                if key not in upstream:
-                    upstream.add(key)
-                    rows.append({"study": study, "phase": "intermediate", "image_steps": n * ep})
+            for chain in notebook_chains(c.notebook, p):
+                for key, phase, steps in chain.steps(size_cache[root]):
+                    if key not in upstream:
+                        upstream.add(key)
+                        rows.append({"study": study, "phase": phase, "image_steps": steps})
             if study in (FINETUNE, CONTROL):
                 rows.append({"study": study, "phase": "finetune", "image_steps": p["train_size"] * p["epochs"]})
                 rows.append({"study": study, "phase": "evaluate", "image_steps": p["test_size"]})
             if study == GEOMETRY:
-                n = min(p["num_images"], sizes["pets"])
-                rows.append({"study": study, "phase": "evaluate", "image_steps": n * (len(tasks) + 2)})
+                n = min(p["num_images"], size_cache[root]["pets"])
+                rows.append({"study": study, "phase": "evaluate", "image_steps": n * (len(p["intermediates"]) + 2)})
             rows.append({"study": study, "phase": "kernel", "image_steps": 0})
     return pd.DataFrame(rows)
 

@@ -286,6 +286,9 @@ def _train(config: TrainConfig, out_dir: str | Path, resume: bool = False, progr
     start, history = 0, []
     if resume:
         start, history = _restore(state_path, model, opt, sched)
+        # the checkpoint's history: metrics.csv as of the checkpoint, also when the run was
+        # killed after writing its last checkpoint and before metrics.csv (no epoch is left to write it)
+        _write_metrics(out / "metrics.csv", history)
     else:
         runtime = {"device": str(device), "precision": precision, "compiled": use_compile, "viny_version": viny.__version__, **task.data_summary,
                    "provenance": provenance(config.to_dict(), device, precision)}  # commit, config hash, versions, CPU/GPU, threads
