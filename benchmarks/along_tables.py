@@ -14,23 +14,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import pandas as pd
-
+from viny.docs import snapshot_markdown
 from viny.findings import format_interval
-from viny.selection import along_table, gains_over_random, per_seed, read_along_pretraining, selection_summary
+from viny.selection import gains_over_random, per_seed, read_along_pretraining, selection_summary
 from viny.stats import paired_difference
-
-
-def per_snapshot_markdown(table: pd.DataFrame, sizes: list[int]) -> str:
-    head = ("| pre-training epoch | " + " | ".join(f"mIoU, {n} images" for n in sizes)
-            + " | reconstruction ratio | DSE (adaptive λ) | effective rank | probe acc. |\n|" + "---|" * (len(sizes) + 5) + "\n")
-    lines = []
-    for r in table.to_dict("records"):
-        miou = [f"{r[f'miou_{n}_mean']:.2f} ± {r[f'miou_{n}_std']:.2f}" for n in sizes]
-        scores = ["" if pd.isna(r.get(c)) else fmt.format(r[c]) for c, fmt in
-                  (("reconstruction_ratio", "{:.3f}"), ("dse", "{:.3f}"), ("effective_rank", "{:.1f}"), ("probe_accuracy", "{:.3f}"))]
-        lines.append(f"| {'random init' if r['epoch'] == 0 else int(r['epoch'])} | " + " | ".join(miou + scores) + " |")
-    return head + "\n".join(lines)
 
 
 def main() -> None:
@@ -39,7 +26,7 @@ def main() -> None:
     args = ap.parse_args()
     down, scores = read_along_pretraining(args.folder)
     sizes = sorted(int(n) for n in down["train_size"].unique())
-    print(per_snapshot_markdown(along_table(scores, down), sizes))
+    print(snapshot_markdown(scores, down))  # the table of the folder's README (viny.docs fills it there)
     epochs = sorted(int(e) for e in down["epoch"].unique() if e > 0)
     last, half = epochs[-1], min(epochs, key=lambda e: abs(e - epochs[-1] / 2))
     for n in sizes:

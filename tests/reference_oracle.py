@@ -1,5 +1,5 @@
 """An independent oracle for the authors' model: vit-pytorch 1.16.0's ViT (the library the
-authors' code follows), with its keys renamed to the authors' names (REFERENCE.md:
+authors' code follows), with its keys renamed to the authors' names (docs/authors_code.md:
 norm->layernorm, to_out->fc_out, net->network, mlp_head->head)."""
 
 import re
@@ -32,7 +32,7 @@ def oracle_patch_tokens(vit: ViT, images: torch.Tensor) -> torch.Tensor:
 
 
 def oracle_simmim_pred(vit: ViT, mask_token: torch.Tensor, decoder: torch.nn.Linear, images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """The authors' SimMIM forward (REFERENCE.md): masked tokens replaced by mask_token,
+    """The authors' SimMIM forward (docs/authors_code.md): masked tokens replaced by mask_token,
     positions added to every token, decoder on the masked outputs only -> [n_masked_total, 768]."""
     tokens = vit.to_patch_embedding(images)
     tokens = torch.where(mask[..., None], mask_token.expand_as(tokens), tokens)

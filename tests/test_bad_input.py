@@ -273,3 +273,229 @@ def test_rerunning_the_demo_runs_its_failed_cells_again(tmp_path, monkeypatch, c
     assert first and "the same command runs them again" in capsys.readouterr().out
     run_demo(tmp_path / "out", scale="smoke", jobs=1, progress=False)
     assert len(runs) == 2 * first
+
+
+# --- #32: nothing silently wrong, nothing lost -------------------------------------------------
+
+BAD_VALUES = ["nan", "inf", "-1", "1e30", "abc", str(2**70)]
+# command -> (argv with {} where a bad value goes, the options (or positional) tried)
+PHASE_OPTIONS = {
+    "pretrain": ["--lr", "--weight-decay", "--epochs", "--seed", "--gamma", "--heldout-images", "--num-images", "--mask-ratio",
+                 "--subset-seed", "--batch-size", "--warmup-epochs", "--save-encoder-every"],
+    "intermediate": ["--lr", "--weight-decay", "--epochs", "--seed", "--num-clusters", "--split-seed", "--mixup-alpha", "--contrast",
+                     "--test-size"],
+    "finetune": ["--lr", "--weight-decay", "--epochs", "--seed", "--gamma", "--contrast", "--train-size", "--test-size", "--split-seed",
+                 "--validation-size", "--eval-every", "--checkpoint-every", "--eval-batch-size"],
+}
+
+
+def _cli(argv):
+    """(exit code, stderr) of ``viny ARGV`` run here; argparse's refusals exit through SystemExit."""
+    import contextlib
+    import io
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            rc = main(argv)
+        except SystemExit as e:
+            rc = e.code
+    return rc, err.getvalue().strip()
+
+
+def _bad_invocations(command, tmp_path):
+    out = tmp_path / "out"
+    if command in PHASE_OPTIONS:
+        base = [command, *(TINY if command == "finetune" else TINY[:7]), "--out", str(out)]
+        return [(base + [opt, v], opt) for opt in PHASE_OPTIONS[command] for v in BAD_VALUES]
+    if command == "select":
+        return [(["select", str(tmp_path / "run"), opt, v], opt) for opt in ("--images", "--dse-images") for v in BAD_VALUES]
+    if command == "geometry":
+        return [(["geometry", "a=random:viny_test", "--quiet", "--out", str(out), opt, v], opt)
+                for opt in ("--images", "--dse-images", "--layers") for v in BAD_VALUES]
+    if command == "report":
+        return [(["report", v], v) for v in BAD_VALUES] + [(["report", str(tmp_path / "g"), "--out", v], "") for v in BAD_VALUES]
+    from pathlib import Path
+
+    grid = str(Path(__file__).resolve().parents[1] / "params" / "smoke.yaml")
+    return ([(["grid", grid, "--out", str(out), "--jobs", v], "--jobs") for v in BAD_VALUES]
+            + [(["grid", grid, "--out", str(out), "--set", f"epochs={v}"], "epochs") for v in BAD_VALUES] + [(["grid", v], v) for v in BAD_VALUES])
+
+
+@pytest.mark.parametrize("command", ["pretrain", "intermediate", "finetune", "select", "geometry", "report", "grid"])
+def test_every_command_refuses_bad_numbers_in_one_line_before_any_work(tmp_path, command):
+    """Property-style: each command with nan, inf, -1, 1e30, 'abc' and a seed beyond any generator
+    in each of its numeric options exits non-zero with one line naming the option and no
+    traceback, having written nothing."""
+    for argv, option in _bad_invocations(command, tmp_path):
+        rc, err = _cli(argv)
+        assert rc not in (0, None), (argv, err)
+        assert len(err.splitlines()) == 1 and "Traceback" not in err, (argv, err)
+        assert option in err, (argv, err)
+        out = tmp_path / "out"
+        assert not (out / "config.json").exists() and not (out / "state.pt").exists() and not (out / "cells").exists(), argv
+        assert not (out.exists() and any(p.name.endswith(".csv") for p in out.iterdir())), argv
+
+
+def test_options_are_checked_as_numbers_in_the_configs_too():
+    """What notebooks and grids pass (make_config) is checked as the CLI's options are."""
+    from viny.config import SEED_MAX
+
+    for phase, bad in [("finetune", {"lr": float("inf")}), ("finetune", {"lr": float("nan")}), ("finetune", {"weight_decay": float("nan")}),
+                       ("finetune", {"epochs": 2.5}), ("finetune", {"epochs": "3"}), ("pretrain", {"heldout_images": 0}),
+                       ("finetune", {"seed": SEED_MAX + 1}), ("pretrain", {"crop_scale": (0.9, 0.5)}), ("finetune", {"milestones": (1.5,)}),
+                       ("intermediate", {"mixup_alpha": -0.1}), ("pretrain", {"num_images": 0})]:
+        with pytest.raises(VinyError, match=f"--{next(iter(bad)).replace('_', '-')}"):
+            make_config(phase, **bad)
+    make_config("finetune", seed=SEED_MAX, lr=10, epochs=2)  # the bounds themselves are fine
+    T.epoch_generator(SEED_MAX, 100_000)  # and the largest seed fits torch's generators
+
+
+def test_a_second_run_on_the_same_out_is_refused_naming_the_running_one(capsys, tmp_path):
+    import subprocess
+    import sys
+
+    from grid_helpers import HOLDER
+
+    out = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(out), "viny finetune"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        (out / ".state.pt.x.tmp").write_bytes(b"the running run's half-written checkpoint")
+        one_line_error(capsys, ["finetune", *TINY, "--out", str(out)], f"{out} is in use by another viny run (pid {holder.pid}, viny finetune)")
+        assert (out / ".state.pt.x.tmp").exists() and not (out / "config.json").exists()  # nothing of the running run touched
+    finally:
+        holder.communicate("")
+    assert main(["finetune", *TINY, "--out", str(out)]) == 0  # its process ended: the folder is free (no stale lock)
+
+
+def test_weights_that_overflowed_are_not_saved_as_a_result(tmp_path, monkeypatch):
+    cfg = make_config("finetune", epochs=1, train_size=16, test_size=16, model="viny_test", batch_size=16)
+    class Overflowing(torch.optim.AdamW):  # one step (16 images, batch 16): the loss was finite, the weights are not
+        def step(self, closure=None):
+            out = super().step(closure)
+            with torch.no_grad():
+                for group in self.param_groups:
+                    for p in group["params"]:
+                        p.fill_(float("inf"))
+            return out
+
+    overflowing = lambda config, params: Overflowing(params, lr=config.lr)  # noqa: E731
+    monkeypatch.setattr(T, "_optimizer", overflowing)
+    with pytest.raises(VinyError, match="weights are not finite"):
+        T.train(cfg, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run" / "results.json").exists() and not (tmp_path / "run" / "model.safetensors").exists()
+
+
+def test_resume_refuses_bad_state_and_config_files_in_one_line(capsys, tmp_path):
+    run = tmp_path / "run"
+    assert main(["finetune", *TINY, "--out", str(run)]) == 0
+    capsys.readouterr()
+    good = (run / "state.pt").read_bytes()
+    torch.save({"model": _Evil()}, run / "state.pt")
+    err = one_line_error(capsys, ["finetune", *TINY, "--out", str(run), "--resume"], str(run / "state.pt"), "pickled objects other than tensors")
+    assert "weights_only" not in err and "trusted source" not in err  # torch's advice to run the file's code is never relayed
+    (run / "state.pt").write_bytes(good[: len(good) // 3])
+    one_line_error(capsys, ["finetune", *TINY, "--out", str(run), "--resume"], "cannot resume from", "truncated")
+    torch.save({"x": torch.zeros(1)}, run / "state.pt")
+    one_line_error(capsys, ["finetune", *TINY, "--out", str(run), "--resume"], "not a viny resume checkpoint")
+    (run / "state.pt").write_bytes(good)
+    (run / "config.json").write_text("{")
+    one_line_error(capsys, ["finetune", *TINY, "--out", str(run), "--resume"], "config.json is unreadable")
+    (run / "config.json").unlink()
+    one_line_error(capsys, ["finetune", *TINY, "--out", str(run), "--resume"], "config.json is missing")
+
+
+def test_a_full_disk_while_caching_images_is_one_line_naming_the_cache(tmp_path, monkeypatch, pets_root):
+    import viny.data.cache as C
+    from viny.data.datasets import load_pets
+
+    cache = tmp_path / "cache"
+    DiskUsage = collections.namedtuple("DiskUsage", "total used free")
+    monkeypatch.setattr(C.shutil, "disk_usage", lambda p: DiskUsage(10**9, 10**9 - 10**5, 10**5))
+    with pytest.raises(VinyError, match=rf"not enough free space for the decoded-image cache in {cache}: .*\$VINY_CACHE \(or --cache-dir"):
+        load_pets(pets_root, 32, cache_dir=cache, progress=False)
+    assert list(cache.iterdir()) == []  # no partial cache folder
+    monkeypatch.setattr(C.shutil, "disk_usage", shutil.disk_usage)
+
+    def no_space(fd, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(C.os, "posix_fallocate", no_space)  # the space went between the check and the build
+    with pytest.raises(VinyError, match="not enough free space for the decoded-image cache"):
+        load_pets(pets_root, 32, cache_dir=cache, progress=False)
+    assert list(cache.iterdir()) == []
+
+
+def test_stale_cache_builds_are_removed_and_a_damaged_cache_rebuilt(tmp_path, pets_root):
+    import socket
+
+    import numpy as np
+
+    from viny.data.datasets import load_pets
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    host = socket.gethostname()
+    dead = cache / f".pets-{'0' * 20}.{host}.999999999.abc"  # a build killed (no such pid)
+    running = cache / f".pets-{'1' * 20}.{host}.{os.getpid()}.abc"  # a build still running
+    other = cache / ".not-a-cache.d"
+    for d in (dead, running, other):
+        d.mkdir()
+    first = load_pets(pets_root, 32, cache_dir=cache, progress=False)
+    assert not dead.exists() and running.exists() and other.exists()
+    images = first.arrays.path / "images.npy"
+    expected = np.asarray(first.arrays.images).copy()
+    del first
+    images.write_bytes(images.read_bytes()[:100])  # truncated
+    again = load_pets(pets_root, 32, cache_dir=cache, progress=False)
+    assert np.array_equal(np.asarray(again.arrays.images), expected)
+
+
+def test_select_checks_its_output_and_every_snapshot_before_scoring(capsys, tmp_path, monkeypatch):
+    import viny.selection
+    from viny.weights import snapshot_path
+
+    monkeypatch.setattr(viny.selection, "label_free_scores", lambda *a, **k: pytest.fail("scored before the checks"))
+    monkeypatch.setattr("viny.diagnostics.diagnostic_images", lambda *a, **k: pytest.fail("loaded images before the checks"))
+    run = tmp_path / "run"
+    for epoch in (1, 2, 3):
+        save_weights(create_encoder("viny_test"), snapshot_path(run, epoch), phase="pretrain", epoch=epoch)
+    one_line_error(capsys, ["select", str(run), "--out", str(tmp_path / "x.pt")], "--out", "x.pt", ".safetensors")
+    (tmp_path / "file").write_text("")
+    one_line_error(capsys, ["select", str(run), "--out", str(tmp_path / "file" / "x.safetensors")], "cannot write there")
+    last = snapshot_path(run, 3)
+    last.write_bytes(last.read_bytes()[:1000])
+    one_line_error(capsys, ["select", str(run)], str(last), "not a readable weights file")
+
+
+def test_geometry_and_report_refuse_an_unwritable_output_before_computing(capsys, tmp_path, monkeypatch):
+    import pandas as pd
+
+    import viny.report
+
+    monkeypatch.setattr("viny.diagnostics.diagnostic_images", lambda *a, **k: pytest.fail("computed before the output was checked"))
+    (tmp_path / "file").write_text("")
+    one_line_error(capsys, ["geometry", "a=random:viny_test", "--out", str(tmp_path / "file" / "geo")], "--out", "cannot write there")
+    grid = tmp_path / "g"
+    grid.mkdir()
+    pd.DataFrame([{"study": "model", "cell": "single", "status": "done", "output_dir": str(grid / "cells" / "model" / "single")}]).to_parquet(
+        grid / "results.parquet")
+    monkeypatch.setattr(viny.report, "_header_section", lambda *a, **k: pytest.fail("computed before the output was checked"))
+    one_line_error(capsys, ["report", str(grid), "--out", str(tmp_path / "file" / "r.html")], "--out", "cannot write there")
+
+
+def test_the_report_renders_before_any_fine_tuning_cell_is_done(tmp_path):
+    import pandas as pd
+
+    from viny.report import build_report
+
+    grid = tmp_path / "g"
+    grid.mkdir()
+    rows = [{"study": "finetune", "cell": f"pretrain_images={p},seed=0", "status": "failed", "output_dir": str(grid / "cells" / "finetune" / str(p)),
+             "pretrain_images": p, "intermediate": "none", "train_size": 100, "test_size": 200, "seed": 0, "epochs": 6, "error": "boom"}
+            for p in (0, 9469)]
+    rows.append({"study": "model", "cell": "single", "status": "done", "output_dir": str(grid / "cells" / "model" / "single")})
+    pd.DataFrame(rows).to_parquet(grid / "results.parquet")
+    page = build_report(grid).read_text()
+    assert "2 of 3 cells are not done" in page and "inconclusive" in page

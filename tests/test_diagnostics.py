@@ -41,6 +41,7 @@ def test_compare_encoders_all_layers(data):
     assert list(table["encoder"]) == ["a", "a", "b", "b"] and list(table["layer"]) == [1, 2, 1, 2]
     assert {"within_variance", "probe_accuracy", "probe_train_accuracy_authors", "dse"} <= set(table.columns)
     assert table["probe_accuracy"].between(0, 1).all()
+    assert table["nn_probe_miou"].between(0, 1).all() and table["nn_probe_accuracy"].between(0, 1).all()
     assert len(cosine) == 4 * 7 and set(cosine["distance"]) == set(range(7))  # 4x4 grid: d = 0..6
 
 

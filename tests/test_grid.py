@@ -455,9 +455,9 @@ def test_a_second_grid_on_the_same_folder_is_refused_naming_the_first(tmp_path, 
     monkeypatch.setattr(G, "run_cell", _recording_run_cell(ran := []))
     grid = load_grid(make_grid(tmp_path, axes="x: [1]"))
     grid.out.mkdir(parents=True)
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom viny.files import folder_lock\n"
-                               f"with folder_lock({str(grid.out)!r}, 'viny grid g.yaml'):\n    print('held', flush=True); sys.stdin.read()"],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    from grid_helpers import HOLDER
+
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(grid.out), "viny grid g.yaml"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
         with pytest.raises(VinyError, match=rf"{grid.out} is in use by another viny run \(pid {holder.pid}, viny grid g.yaml\)"):

@@ -1,7 +1,7 @@
 """Typed configurations of the three training phases, with the paper's values as defaults.
 
 Defaults are the paper's Table A1 (the ``paper`` preset). The ``reference`` preset holds
-the values of the authors' code where they differ (REFERENCE.md):
+the values of the authors' code where they differ (docs/authors_code.md):
 
 | phase | paper (default) | reference (authors' code) |
 |---|---|---|
@@ -68,6 +68,8 @@ NUMBER_LIMITS: dict[str, tuple] = {
     "test_size": (True, 0, 10**8),
     "validation_size": (True, 0, 10**8),
     "num_clusters": (True, 2, 10_000),
+    "aux_mim_weight": (False, 0, 1000),
+    "aux_mask_ratio": (False, (0, True), (1, True)),
 }
 _NONE_ALLOWED = {"num_images"}
 
@@ -179,6 +181,18 @@ class TrainConfig:
     def to_dict(self) -> dict:
         return {"phase": self.phase, **dataclasses.asdict(self)}
 
+    def inert_options(self) -> set[str]:
+        """Options added after the store's run keys were in use that do not change this run
+        (e.g. an auxiliary loss switched off): left out of :meth:`key_dict`, so that every
+        run configured before they existed keeps its key."""
+        return set()
+
+    def key_dict(self) -> dict:
+        """What the store's run key hashes (:func:`viny.pipeline.config_key`): the options that
+        change the result, without runtime options and without :meth:`inert_options`."""
+        drop = RUNTIME_OPTIONS | self.inert_options()
+        return {k: v for k, v in self.to_dict().items() if k not in drop}
+
 
 @dataclass(frozen=True)
 class PretrainConfig(TrainConfig):
@@ -197,6 +211,11 @@ class PretrainConfig(TrainConfig):
     divide_loss_by_masked: bool = False  # authors: L1 / number of masked patches
     heldout_data: str | None = None  # Intel root whose seg_test images score the reconstruction yardstick; None = the shipped sample
     heldout_images: int = 256  # held-out images for the yardstick (at most; the shipped sample has 120)
+    # in-domain pre-training (beyond the paper): "pets" pre-trains on the Pets images outside the nested test
+    # set (test_size, split_seed, as fine-tuning's --split nested), labels unused; --data is then a Pets root
+    source: Literal["imagefolder", "pets"] = "imagefolder"
+    test_size: int = 1000  # source pets: the nested test set left out (fine-tuning's --test-size)
+    split_seed: int = 42  # source pets: seed of the nested split (fine-tuning's --split-seed)
 
     phase = "pretrain"
 
@@ -204,7 +223,13 @@ class PretrainConfig(TrainConfig):
         super().validate()
         if not 0 < self.mask_ratio < 1:
             raise VinyError(f"invalid pretrain option --mask-ratio: must be in (0, 1), got {self.mask_ratio}")
+        if self.source != "pets" and (self.test_size, self.split_seed) != (1000, 42):
+            raise VinyError(f"invalid pretrain option --test-size {self.test_size} / --split-seed {self.split_seed}: "
+                            "they choose the Pets test images to leave out, only with --source pets")
         return self
+
+    def inert_options(self):
+        return {"source", "test_size", "split_seed"} if self.source == "imagefolder" else set()
 
 
 @dataclass(frozen=True)
@@ -259,8 +284,15 @@ class FinetuneConfig(TrainConfig):
     validation_size: int = 0  # > 0 (split nested): score on this many images from the end of the training pool instead of the test split, for choosing recipes without touching the test images
     contrast: float = 0.3
     loss_quirk: bool = False  # authors' log_softmax over pixels before the CE (likely unintended)
+    # joint training (beyond the paper; SSAT, WACV 2024): + aux_mim_weight x SimMIM masked L1 on the same augmented
+    # batch, through a mask token and linear decoder that are dropped afterwards; 0: off (the paper's fine-tune)
+    aux_mim_weight: float = 0.0
+    aux_mask_ratio: float = 0.5  # the auxiliary loss's share of masked patches
 
     phase = "finetune"
+
+    def inert_options(self):
+        return {"aux_mim_weight", "aux_mask_ratio"} if self.aux_mim_weight == 0 else set()
 
     def validate(self):
         super().validate()

@@ -2,7 +2,9 @@
 
 Tokens are computed once per encoder and layer (:func:`layer_tokens`) and reused by
 every diagnostic (:func:`diagnose`): the variance decomposition, the held-out patch
-probe, DSE, and the cosine-vs-distance curve, all from :mod:`viny.geometry`.
+probe, DSE, and the cosine-vs-distance curve, all from :mod:`viny.geometry`, and the
+nearest-neighbour (Hummingbird) probe of :mod:`viny.hummingbird` (``nn_probe_*``: the
+probe's training images as memory bank, no training).
 
 * :func:`compare_encoders`: the paper's Table 2 / Fig. 5 over named encoders, at the final
   layer or at every block ("where does CLS supervision start to scramble patches?");
@@ -31,6 +33,7 @@ from viny.data.datasets import load_pets
 from viny.device import autocast, resolve_device, resolve_precision
 from viny.geometry import cosine_vs_distance, dse_components, patch_probe, variance_decomposition
 from viny.heads import patch_majority_labels
+from viny.hummingbird import nn_probe_miou
 from viny.model import ViNy
 
 __all__ = ["DiagnosticImages", "diagnostic_images", "layer_tokens", "diagnose", "compare_encoders", "stage_cka", "kendall_tau", "along_training"]
@@ -95,12 +98,15 @@ def diagnose(tokens: torch.Tensor, data: DiagnosticImages, dse_images: int = 512
     """Every scalar diagnostic of one set of tokens ``[N, L, D]``."""
     tr = torch.from_numpy(data.probe_train)
     probe = patch_probe(tokens[tr], data.patch_labels[tr], tokens[~tr], data.patch_labels[~tr], seed=seed)
+    targets = torch.from_numpy(np.asarray(data.targets))
+    nn = nn_probe_miou(tokens[tr], targets[tr], tokens[~tr], targets[~tr])  # no training: labels transferred by similarity
     v = variance_decomposition(tokens)
     n = min(dse_images, len(tokens))
     d = dse_components(tokens[:n], seed=seed, group_images=min(8, n))
     return {
         "within_variance": v["within"], "across_variance": v["across"], "total_variance": v["total"],
         "probe_accuracy": probe["accuracy"], "probe_miou": probe["miou"],
+        "nn_probe_miou": nn["miou"], "nn_probe_accuracy": nn["pixel_accuracy"],
         "probe_train_accuracy_authors": probe["train_accuracy_last_epoch"], "probe_test_patches": int((~tr).sum()) * tokens.shape[1],
         **{k: d[k] for k in ("m_inter", "m_intra", "m_dim", "dse")},
     }

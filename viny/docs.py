@@ -103,8 +103,9 @@ def v_gain_mean(folder: str, pretrain_images: str, train_size: str) -> str:
 
 
 @_value
-def v_miou(folder: str, pretrain_images: str, train_size: str, intermediate: str = "none") -> str:
-    """Mean dataset-level mIoU (%) over seeds of one fine-tuning configuration."""
+def v_miou(folder: str, pretrain_images: str, train_size: str, intermediate: str = "none", metric: str = "miou") -> str:
+    """Mean mIoU (%) over seeds of one fine-tuning configuration (``metric``: ``miou``, dataset-level,
+    or ``paper_miou``, the paper's per-image protocol)."""
     from viny.results import finetune_rows
 
     ft = finetune_rows(grid_table(folder))
@@ -113,7 +114,17 @@ def v_miou(folder: str, pretrain_images: str, train_size: str, intermediate: str
     g = ft[(ft["pretrain_images"] == int(pretrain_images)) & (ft["intermediate"] == intermediate) & (ft["train_size"] == int(train_size))]
     if g.empty:
         raise KeyError(f"results/{folder} has no fine-tuning cells at ({pretrain_images}, {intermediate}, {train_size})")
-    return f"{100 * g['miou'].mean():.1f}"
+    return f"{100 * g[metric].mean():.1f}"
+
+
+@_value
+def v_paper(pretrain_images: str, train_size: str, intermediate: str = "none") -> str:
+    """The paper's published mIoU (%, per-image protocol; Tables 1, A2, A3: :mod:`viny.paper`)."""
+    from viny.paper import segmentation_table
+
+    t = segmentation_table()
+    row = t[(t["pretrain_images"] == int(pretrain_images)) & (t["train_size"] == int(train_size)) & (t["intermediate"] == intermediate)]
+    return f"{row['miou'].iloc[0]:.1f}"
 
 
 @_value
@@ -212,21 +223,37 @@ def _epoch(run: str, epoch: str) -> int:
 @_value
 def v_along_gain(run: str, train_size: str, epoch: str = "last") -> str:
     """A snapshot's mIoU minus random init's, points paired by seed (``last``: the run's last snapshot)."""
-    from viny.stats import paired_difference
     from viny.selection import per_seed
+    from viny.stats import paired_difference
 
     seeds = per_seed(along(run)[0], int(train_size))
     return interval(paired_difference(seeds[_epoch(run, epoch)], seeds[0]))
 
 
 @_value
-def v_along_diff(run: str, train_size: str, later: str, earlier: str) -> str:
-    """mIoU after snapshot ``later`` minus after ``earlier``, points paired by seed."""
-    from viny.stats import paired_difference
+def v_along_gain_mean(run: str, train_size: str, epoch: str = "last") -> str:
     from viny.selection import per_seed
 
     seeds = per_seed(along(run)[0], int(train_size))
+    return f"{(seeds[_epoch(run, epoch)] - seeds[0]).mean():+.2f}"
+
+
+@_value
+def v_along_diff(run: str, train_size: str, later: str, earlier: str) -> str:
+    """mIoU after snapshot ``later`` minus after ``earlier``, points paired by seed."""
+    from viny.selection import per_seed
+    from viny.stats import paired_difference
+
+    seeds = per_seed(along(run)[0], int(train_size))
     return interval(paired_difference(seeds[_epoch(run, later)], seeds[_epoch(run, earlier)]))
+
+
+@_value
+def v_along_diff_mean(run: str, train_size: str, later: str, earlier: str, digits: str = "2") -> str:
+    from viny.selection import per_seed
+
+    seeds = per_seed(along(run)[0], int(train_size))
+    return f"{(seeds[_epoch(run, later)] - seeds[_epoch(run, earlier)]).mean():+.{int(digits)}f}"
 
 
 @_value
@@ -235,6 +262,14 @@ def v_along_miou(run: str, train_size: str, epoch: str = "last") -> str:
     down, _ = along(run)
     g = down[(down["train_size"] == int(train_size)) & (down["epoch"] == _epoch(run, epoch))]
     return f"{100 * g['miou'].mean():.2f}"
+
+
+@_value
+def v_along_std(run: str, train_size: str, epoch: str = "0", digits: str = "1") -> str:
+    """The std over seeds of mIoU (points) after fine-tuning from a snapshot (``0``: random init)."""
+    down, _ = along(run)
+    g = down[(down["train_size"] == int(train_size)) & (down["epoch"] == _epoch(run, epoch))]
+    return f"{100 * g['miou'].std(ddof=1):.{int(digits)}f}"
 
 
 @_value
@@ -251,6 +286,33 @@ def v_along_best(run: str, train_size: str) -> str:
     down, _ = along(run)
     g = down[(down["train_size"] == int(train_size)) & (down["epoch"] > 0)].groupby("epoch")["miou"].mean()
     return str(int(g.idxmax()))
+
+
+@lru_cache(maxsize=None)
+def _selection(run: str) -> pd.DataFrame:
+    return pd.read_csv(ALONG / run / "selection.csv")
+
+
+@_value
+def v_along_tau(run: str, train_size: str, score: str = "dse") -> str:
+    """Kendall's tau of a score with mIoU along a run, with its bootstrap interval (``selection.csv``)."""
+    s = _selection(run)
+    r = s[(s["score"] == score) & (s["train_size"] == int(train_size))].iloc[0]
+    return f"{r['tau']:+.2f} [{r['tau_lo']:+.2f}, {r['tau_hi']:+.2f}]"
+
+
+@_value
+def v_along_tau_mean(run: str, train_size: str, score: str = "dse") -> str:
+    s = _selection(run)
+    return f"{s[(s['score'] == score) & (s['train_size'] == int(train_size))].iloc[0]['tau']:+.2f}"
+
+
+@_value
+def v_along_score(run: str, column: str, epoch: str = "last", digits: str = "3") -> str:
+    """One label-free score of a snapshot (``scores.csv``), e.g. ``dse``, ``m_inter``, ``effective_rank``."""
+    _, scores = along(run)
+    s = scores.set_index("epoch")[column]
+    return f"{s.loc[int(s.index.max()) if epoch == 'last' else int(epoch)]:.{int(digits)}f}"
 
 
 def snapshot_markdown(scores: pd.DataFrame, down: pd.DataFrame) -> str:
@@ -312,11 +374,22 @@ def v_regret(run: str, train_size: str, score: str) -> str:
     return f"{_across(run, train_size)[f'{score}_regret']:+.2f}"
 
 
+SELECTION_CLAIMS = {"last": "DSE picks a better checkpoint than taking the last one",
+                    "effective_rank": "DSE picks a better checkpoint than effective rank",
+                    "ranks": "DSE ranks the checkpoints like downstream mIoU"}
+
+
+@_value
+def v_across_verdict(run: str, train_size: str, claim: str = "last") -> str:
+    """The computed verdict of a label-free selection claim (:data:`SELECTION_CLAIMS`) on one (run, size)."""
+    return str(_across(run, train_size)[f"verdict: {SELECTION_CLAIMS[claim]}"])
+
+
 @_value
 def v_pick_diff(run: str, train_size: str, other: str = "last") -> str:
     """mIoU of DSE's pick minus that of ``other``'s pick, points paired by seed."""
-    from viny.stats import paired_difference
     from viny.selection import per_seed
+    from viny.stats import paired_difference
 
     row = _across(run, train_size)
     seeds = per_seed(along(run)[0], int(train_size))
@@ -353,11 +426,34 @@ def v_val_gain(train_size: str, epoch: str = "100") -> str:
 
 
 @_value
+def v_val_gain_mean(train_size: str, epoch: str = "100", digits: str = "2") -> str:
+    c = _validation_curve()
+    c = c[(c["train_size"] == int(train_size)) & (c["epoch"] == int(epoch))].pivot_table(index="seed", columns="encoder", values="val_miou")
+    return f"{(c['simmim_imagenette9k'] - c['random init']).mean():+.{int(digits)}f}"
+
+
+@_value
 def v_val_miou(encoder: str, train_size: str, epoch: str = "100") -> str:
     c = _validation_curve()
     enc = "random init" if encoder == "random" else encoder
     g = c[(c["encoder"] == enc) & (c["train_size"] == int(train_size)) & (c["epoch"] == int(epoch))]
     return f"{g['val_miou'].mean():.2f}"
+
+
+@_value
+def v_val_table() -> str:
+    """Validation mIoU (%) per scored epoch, mean over seeds (± std at the last epoch), per size and encoder."""
+    c = _validation_curve()
+    g = c.groupby(["train_size", "encoder", "epoch"])["val_miou"]
+    mean, std = g.mean(), g.std(ddof=1)
+    cols = [(n, e) for n in sorted(c["train_size"].unique()) for e in ("random init", "simmim_imagenette9k")]
+    name = {"random init": "random init", "simmim_imagenette9k": "9k"}
+    epochs = sorted(c["epoch"].unique())
+    lines = ["| epoch | " + " | ".join(f"{n} imgs, {name[e]}" for n, e in cols) + " |", "|---|" + "---|" * len(cols)]
+    for ep in epochs:
+        cells = [f"{mean[(n, e, ep)]:.2f}" + (f" ± {std[(n, e, ep)]:.2f}" if ep == epochs[-1] else "") for n, e in cols]
+        lines.append(f"| {ep} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------- the shipped encoders (viny.pretrained.SHIPPED and their cards)
@@ -392,6 +488,15 @@ def v_shipped_table() -> str:
                      f"x{cfg['gamma']:g} at epochs {' / '.join(map(str, cfg['milestones']))}) | {c['metrics']['yardstick_ratio']:.3f} | "
                      f"{c['train_minutes']:.0f} min |")
     return "\n".join(lines)
+
+
+@_value
+def v_shipped_mb() -> str:
+    """The size of the shipped weight files (MB, rounded; a range if they differ)."""
+    from viny.pretrained import SHIPPED, weights_path
+
+    sizes = sorted({round(weights_path(n).stat().st_size / 1e6) for n in SHIPPED})
+    return "-".join(map(str, [sizes[0], sizes[-1]] if len(sizes) > 1 else sizes))
 
 
 # ---------------------------------------------------------------- tables of the code (presets, intermediate tasks)

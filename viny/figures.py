@@ -55,7 +55,7 @@ def chart_html(spec: dict, embed_options: dict | None = None) -> str:
     Vega bundle is inlined (so saved notebooks and nbconvert HTML render without network)
     but runs in its own function scope, only where no chart has loaded it yet, and each
     chart's script is scoped too. (altair's inline template declares top-level constants,
-    so in a live JupyterLab page only the first chart rendered: NOTES.md.)"""
+    so in a live JupyterLab page only the first chart rendered: docs/notebooks.md.)"""
     def js(obj) -> str:
         return json.dumps(obj).replace("</", "<\\/")  # no '</script>' inside the script
 
@@ -343,4 +343,10 @@ def reference_similarity_panel(image: np.ndarray, trimap: np.ndarray, maps: dict
 
     refs = list(next(iter(maps.values())))
     rows = [[image, colorize_trimap(trimap)] + [grey(m[r]) for r in refs] for m in maps.values()]
-    return panel(rows, ["image", "trimap"] + refs)
+    canvas = panel(rows, ["image", "trimap"] + refs)
+    draw, (h, gap, top) = ImageDraw.Draw(canvas), (image.shape[0], 4, 14)
+    for i, name in enumerate(maps):  # each row's encoder, on its image
+        x, y = gap + 2, top + gap + i * (h + gap) + 2
+        draw.rectangle([x - 1, y - 1, x + 6 * len(name) + 1, y + 11], fill=(255, 255, 255))
+        draw.text((x, y), name, fill=(0, 0, 0))
+    return canvas

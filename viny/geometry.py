@@ -42,7 +42,7 @@ def _check_tokens(tokens: torch.Tensor) -> torch.Tensor:
 
 
 def variance_decomposition(tokens: torch.Tensor) -> dict[str, float]:
-    """The paper's Table 2 variances (REFERENCE.md), population (ddof 0) so that
+    """The paper's Table 2 variances (docs/authors_code.md, "Diagnostics"), population (ddof 0) so that
     ``total = within + across`` exactly:
 
     * ``within``: variance across an image's patches, averaged over dims and images;

@@ -289,6 +289,27 @@ def _choices() -> dict[str, tuple]:
 _TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,), "list": (list,), "dict": (dict,)}
 
 
+def _number_problem(name: str, value) -> str | None:
+    """Numbers in a grid, before any cell runs: never NaN or inf, never beyond 64 bits, and for
+    parameters named like a config option (:data:`viny.config.NUMBER_LIMITS`) within its upper
+    bound and not negative (notebooks may give 0 a meaning of their own, e.g. ``epochs: 0``:
+    the shipped encoder as its card says; their configs check the rest when the cell runs)."""
+    from viny.config import NUMBER_LIMITS
+
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    if not math.isfinite(value):
+        return "must be a finite number"
+    if isinstance(value, int) and not -2**63 <= value < 2**63:
+        return "too large"
+    limits = NUMBER_LIMITS.get(name)
+    if limits:
+        high = limits[2][0] if isinstance(limits[2], tuple) else limits[2]
+        if value < 0 or value > high:
+            return f"must be in [0, {high}]"
+    return None
+
+
 def check_parameter(name: str, value, type_name: str, paths: bool = True) -> str | None:
     """Why ``value`` cannot be the notebook parameter ``name`` declared as ``type_name``
     (papermill's inferred type), or None when it can."""
@@ -300,6 +321,9 @@ def check_parameter(name: str, value, type_name: str, paths: bool = True) -> str
                 float(value)
                 hint = f" (YAML reads {value} as text: write it with a dot, e.g. {float(value):.1e})"
         return f"expected {type_name}, got {type(value).__name__}{hint}"
+    problem = _number_problem(name, value)
+    if problem:
+        return problem
     allowed = _choices().get(name)
     if allowed and isinstance(value, str) and value not in allowed:
         return f"not one of {', '.join(map(str, allowed))}"
@@ -624,7 +648,6 @@ def _worker_init(parent: int) -> None:
 
 
 def _watch_parent(parent: int, interval: float = 0.2) -> None:
-    return
     while os.getppid() == parent:
         time.sleep(interval)
     with contextlib.suppress(Exception):
@@ -804,11 +827,18 @@ def cell_tries(cell: Cell) -> list[dict]:
 
 def _lost_cell(cell: Cell, error: BaseException) -> dict:
     """The status of a cell whose Ray task failed for good (its worker or node died on every
-    try): failed, so ``--retry-failed`` runs it again; its runs resume from their checkpoints."""
+    try, or the task itself raised): failed, so ``--retry-failed`` runs it again; its runs
+    resume from their checkpoints."""
+    import ray
+
+    if isinstance(error, ray.exceptions.RayTaskError):  # raised in the task, outside the notebook
+        cause = error.cause if isinstance(getattr(error, "cause", None), BaseException) else error
+        why = f"{type(cause).__name__}: {cause}"
+    else:
+        why = (f"its Ray worker or node was lost on every try ({type(error).__name__}: {(str(error).splitlines() or [''])[0][:300]}); "
+               "rerun with --retry-failed to continue it from its checkpoints")
     record = {"status": "failed", "study": cell.study, "cell": cell.id, "notebook": cell.notebook, "params": cell.params,
-              "attempts": len(cell_tries(cell)),
-              "error": f"its Ray worker or node was lost on every try ({type(error).__name__}: {str(error).splitlines()[0][:300] if str(error) else ''}); "
-                       "rerun with --retry-failed to continue it from its checkpoints"}
+              "attempts": len(cell_tries(cell)), "error": why}
     atomic_write_json(Path(cell.dir) / CELL_STATUS, record)
     return record
 
@@ -950,7 +980,7 @@ def _holding_out(run):
 
 
 @_holding_out
-def run_grid(grid: Grid, executor: str = "local", jobs: int | None = 1, retry_failed: bool = False, quiet: bool = False,
+def run_grid(grid: Grid, executor: str = "local", jobs: int | None = None, retry_failed: bool = False, quiet: bool = False,
              rerun: Sequence[str] = (), cpus_per_cell: float = 1.0, gpus_per_cell: float | None = None) -> pd.DataFrame:
     """Run every pending cell (and every cell of the studies named in ``rerun``, e.g. when
     what they read changed); returns the joined table. The cells of all studies that do

@@ -10,7 +10,7 @@ Two definitions of each score are reported side by side:
   (IoU_c = TP_c / (TP_c + FP_c + FN_c), averaged over the classes that occur in
   prediction or target anywhere in the data set).
 * ``paper_pixel_accuracy`` / ``paper_miou``: the protocol of the paper's tables
-  (REFERENCE.md "Metrics"): per image, the pixel accuracy, and the IoU summed over
+  (docs/authors_code.md, "Segmentation fine-tuning"): per image, the pixel accuracy, and the IoU summed over
   the classes present in that image's prediction or target and divided by
   ``num_classes`` (so an image where a class is absent from both scores at most
   2/3); both averaged over images.

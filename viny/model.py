@@ -1,6 +1,6 @@
 """ViNy: the 4.8M-parameter Vision Transformer of the paper (Sec. 2.1), as a timm model.
 
-Architecture (paper Sec. 2.1; layer layout from the authors' code, REFERENCE.md):
+Architecture (paper Sec. 2.1; layer layout from the authors' code, docs/authors_code.md):
 
 * image 128, patch 16 -> an 8x8 grid of 64 patch tokens plus a CLS token;
 * patch embedding: each 16x16 patch flattened *pixel-major* ``(ph pw c)`` (768 values,
@@ -116,7 +116,7 @@ class ViNyAttention(Attention):
     ``"custom"`` (:func:`viny.attention.self_attention`: the same matmul-softmax-matmul
     with one head-major copy each way and a hand-written backward) or ``"auto"``: fused
     on CUDA, custom elsewhere (on CPU under bf16 autocast SDPA's backward is about 3x
-    slower than matmul-softmax-matmul, NOTES.md). All compute the same function; fp32
+    slower than matmul-softmax-matmul, docs/performance.md). All compute the same function; fp32
     results agree to rounding. Attention weights kept for a view, and attention dropout
     in training, take the manual path.
     """

@@ -75,11 +75,11 @@ class NotebookRun:
         self.write_metrics(record)
         return run, record
 
-    def write_metrics(self, record: dict) -> Path:
+    def write_metrics(self, record: dict) -> None:
         """Write the run's ``metrics.json`` (the grid joins it into ``results.parquet``)."""
         from viny.views import write_json
 
-        return write_json(self.path("metrics"), record)
+        write_json(self.path("metrics"), record)
 
 
 def setup(study: str, params: dict, charts: bool = True) -> NotebookRun:

@@ -29,7 +29,7 @@ import uuid
 from pathlib import Path
 from typing import Iterator
 
-from viny.config import RUNTIME_OPTIONS, TrainConfig
+from viny.config import TrainConfig
 from viny.errors import VinyError
 from viny.files import file_sha256
 from viny.train import RESULTS, STATE, train
@@ -41,7 +41,7 @@ def config_key(config: TrainConfig) -> str:
     """Short hash of everything in ``config`` that changes the result, including the
     content of the ``init_from`` file: a run from a shipped encoder that was replaced by a
     newer one at the same path is a different run."""
-    d = {k: v for k, v in config.to_dict().items() if k not in RUNTIME_OPTIONS}
+    d = config.key_dict()  # without runtime options, and without options added since that leave this run unchanged
     if config.init_from and Path(config.init_from).is_file():
         d["init_from_sha256"] = file_sha256(config.init_from)
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:12]

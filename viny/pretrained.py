@@ -132,7 +132,8 @@ def yardstick_text(metrics: dict) -> str:
     return (f"masked-patch L1 on {metrics['yardstick_images']} held-out Intel seg_test images, fixed masks): "
             f"**{metrics['yardstick_l1']:.4f}**, **{metrics['yardstick_ratio']:.3f} x** the mean-colour predictor's "
             f"{metrics['yardstick_mean_colour_l1']:.4f} (each image's mean visible colour; dataset mean colour: "
-            f"{metrics['yardstick_dataset_mean_l1']:.4f}). Below 1: it learned more than colour means.")
+            f"{metrics['yardstick_dataset_mean_l1']:.4f}). " + ("Below 1: it learned more than colour means." if metrics["yardstick_ratio"] < 1
+                                                                else "Not below 1: it has not learned more than colour means."))
 
 
 def _card_markdown(name: str, meta: dict) -> str:

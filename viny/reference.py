@@ -1,7 +1,7 @@
 """Loading the authors' checkpoints (github itshuey/masked-image-modelling).
 
 The authors save plain ``torch.save(state_dict)`` files in the vit-pytorch layout
-(REFERENCE.md): the encoder (``encoder_vit_4M_pretrain_*.pth``) and the SimMIM model
+(docs/authors_code.md): the encoder (``encoder_vit_4M_pretrain_*.pth``) and the SimMIM model
 (``mim_vit_4M_pretrain_*.pth``: the encoder under ``encoder.``, plus ``mask_token`` and
 ``decoder``). :func:`load_reference_checkpoint` reads either safely
 (``torch.load(weights_only=True)``: tensors only, no code) and returns the equivalent
@@ -130,7 +130,7 @@ def _infer_args(sd: dict, prefix: str, head_dim: int) -> dict:
         missing = repr(reference_key(e.args[0])) if isinstance(e, KeyError) else "any transformer.layers.* key"
         raise ReferenceCheckpointError(
             f"not an authors' ViNy checkpoint: cannot find {missing} among its keys "
-            f"(expected the vit-pytorch layout of REFERENCE.md, e.g. 'pos_embedding', 'to_patch_embedding.1.weight', "
+            f"(expected the vit-pytorch layout of the authors' code (docs/authors_code.md), e.g. 'pos_embedding', 'to_patch_embedding.1.weight', "
             f"'transformer.layers.0.0.to_qkv.weight')"
         ) from None
     patch_size = int(round((patch_dim / 3) ** 0.5))

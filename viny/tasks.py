@@ -34,7 +34,7 @@ from viny.model import ViNy
 from viny.simmim import SimMIM, reconstruction_yardstick
 from viny.study import INTERMEDIATE_TASKS
 
-__all__ = ["heldout_images", "Segmenter", "CLSClassifier", "PatchSupervised", "patch_majority_labels", "make_task", "Task"]
+__all__ = ["heldout_images", "pets_pretrain_index", "JointSegmenter", "Segmenter", "CLSClassifier", "PatchSupervised", "patch_majority_labels", "make_task", "Task"]
 
 
 def _gather(array: np.ndarray, idx: np.ndarray) -> torch.Tensor:
@@ -56,6 +56,10 @@ class Task:
     def evaluate(self, model: nn.Module, device, autocast) -> dict:
         raise NotImplementedError
 
+    def export(self, model: nn.Module) -> nn.Module:
+        """The part of the trained model saved as the run's ``model.safetensors`` (training-only parts dropped)."""
+        return model
+
     @property
     def data_summary(self) -> dict:
         return {}
@@ -75,14 +79,23 @@ class PretrainTask(Task):
     def __init__(self, config: PretrainConfig, progress: bool = True):
         self.config = config
         size = _image_size(config)
-        self.arrays = load_image_folder(config.data, config.num_images, config.subset_seed, size, config.resize,
-                                        config.cache_dir, config.skip_bad_images, progress)
-        self.train_index = np.flatnonzero(self.arrays.valid)
+        if config.source == "pets":
+            self.arrays = self.pets_pool(config, size, progress).arrays
+            self.train_index = pets_pretrain_index(len(self.arrays), self.arrays.valid, config)
+        else:
+            self.arrays = load_image_folder(config.data, config.num_images, config.subset_seed, size, config.resize,
+                                            config.cache_dir, config.skip_bad_images, progress)
+            self.train_index = np.flatnonzero(self.arrays.valid)
         self.size = size
+
+    @staticmethod
+    def pets_pool(config: PretrainConfig, size: int, progress: bool = True):
+        return load_pets(config.data, size, config.resize, cache_dir=config.cache_dir, skip_bad=config.skip_bad_images, progress=progress)
 
     @property
     def data_summary(self):
-        return {"pretrain_images": int(len(self.train_index)), "skipped_bad_images": len(self.arrays.bad_files)}
+        return {"pretrain_images": int(len(self.train_index)), "skipped_bad_images": len(self.arrays.bad_files),
+                **({"pretrain_source": "pets", "pets_pool_images": len(self.arrays)} if self.config.source == "pets" else {})}
 
     def build(self, encoder):
         return SimMIM(encoder, self.config.mask_ratio, self.config.divide_loss_by_masked)
@@ -113,6 +126,23 @@ class PretrainTask(Task):
         held = heldout_images(self.config, self.config.heldout_data, self.config.heldout_images)
         yard = reconstruction_yardstick(model, self._norm(self._prep(held, device)), autocast=autocast)
         return {"eval_l1": total / n, "eval_images": n, **{f"yardstick_{k}": v for k, v in yard.items()}}
+
+
+def pets_pretrain_index(n: int, valid: np.ndarray, config: PretrainConfig) -> np.ndarray:
+    """In-domain pre-training images (``--source pets``): the Pets pool of ``n`` images
+    without the nested test set of ``(test_size, split_seed)`` (the one fine-tuning with
+    ``--split nested`` and the same two options tests on), labels unused; with
+    ``num_images``, a seeded (``subset_seed``) subset of them. Sorted pool indices."""
+    if config.test_size >= n:
+        raise DataError(f"--test-size {config.test_size} leaves no pre-training images among the {n} Pets images; use a smaller --test-size")
+    rest, _ = split_indices(n, n - config.test_size, config.test_size, "nested", config.split_seed)
+    index = np.sort(_valid_only(rest, valid))
+    if config.num_images is not None:
+        if config.num_images > len(index):
+            raise DataError(f"--num-images {config.num_images} is more than the {len(index)} Pets images outside the test set")
+        perm = torch.randperm(len(index), generator=torch.Generator().manual_seed(config.subset_seed)).numpy()
+        index = np.sort(index[perm[: config.num_images]])
+    return index
 
 
 def heldout_images(config: TrainConfig, data: str | None = None, num_images: int = 256, seed: int = 0) -> torch.Tensor:
@@ -234,7 +264,15 @@ class FinetuneTask(Task):
                 "pool_images": len(self.pets.arrays), "skipped_bad_images": len(self.pets.arrays.bad_files)}
 
     def build(self, encoder):
+        if self.config.aux_mim_weight:
+            model = JointSegmenter(encoder, self.config.aux_mask_ratio)
+            if model.aux.num_masked < 1:
+                raise DataError(f"--aux-mask-ratio {self.config.aux_mask_ratio} masks no patch of the {model.aux.num_patches}; use a larger ratio")
+            return model
         return Segmenter(encoder, 3)
+
+    def export(self, model):
+        return model.segmenter if isinstance(model, JointSegmenter) else model
 
     def loss(self, model, idx, gen, device):
         c = self.config
@@ -242,7 +280,11 @@ class FinetuneTask(Task):
         y = _gather(self.pets.arrays.targets, idx).to(device, non_blocking=True)
         x, y = A.random_hflip(x, gen, y, width_dim=2)  # flipped while uint8 [B, H, W, C]: cheaper, same result
         x = self._norm(A.random_contrast(A.to_float(x), c.contrast, gen))
-        return segmentation_loss(model(x), y.long(), reference_quirk=c.loss_quirk, patch_size=model.encoder.patch_size)
+        if not c.aux_mim_weight:
+            return segmentation_loss(model(x), y.long(), reference_quirk=c.loss_quirk, patch_size=model.encoder.patch_size)
+        mask = model.aux.random_mask(x.shape[0], generator=gen).to(device)  # drawn after the augmentation: the batch and its flips are the plain fine-tune's
+        logits, aux = model(x, mask)
+        return segmentation_loss(logits, y.long(), reference_quirk=c.loss_quirk, patch_size=model.encoder.patch_size) + c.aux_mim_weight * aux
 
     @torch.no_grad()
     def predict(self, model, idx: np.ndarray, device, autocast) -> torch.Tensor:
@@ -259,6 +301,36 @@ class FinetuneTask(Task):
             chunk = self.test_index[start : start + bs]
             meter.update(self.predict(model, chunk, device, autocast), _gather(self.pets.arrays.targets, chunk))
         return {**meter.scores(), "test_images": meter.num_images}
+
+
+class JointSegmenter(nn.Module):
+    """Fine-tuning with a masked-image-modelling auxiliary loss (beyond the paper; SSAT,
+    Das et al., WACV 2024): the :class:`Segmenter` (``segmenter``) and, sharing its encoder, a
+    :class:`~viny.simmim.SimMIM` mask token and linear decoder (``aux``) that are dropped after
+    training (only ``segmenter`` is saved as the run's model).
+
+    ``forward(images)``: the segmenter's logits; ``forward(images, mask)``: ``(logits, SimMIM
+    masked L1 of the same images with ``mask`` [B, L] masked)``, two passes through the encoder
+    (the segmentation pass sees every patch)."""
+
+    def __init__(self, encoder: ViNy, mask_ratio: float = 0.5, num_classes: int = 3):
+        super().__init__()
+        self.segmenter = Segmenter(encoder, num_classes)  # first: its head's init is the plain fine-tune's
+        self.aux = SimMIM(encoder, mask_ratio)
+
+    @property
+    def encoder(self) -> ViNy:
+        return self.segmenter.encoder
+
+    @property
+    def head(self):
+        return self.segmenter.head
+
+    def forward(self, images: torch.Tensor, mask: torch.Tensor | None = None):
+        logits = self.segmenter(images)
+        if mask is None:
+            return logits
+        return logits, self.aux(images, mask=mask)[0]
 
 
 @torch.no_grad()

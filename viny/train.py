@@ -356,7 +356,7 @@ def _train(config: TrainConfig, out_dir: str | Path, resume: bool = False, progr
     meta = {"phase": config.phase, "epoch": config.epochs, "metrics": results, "config": config.to_dict()}
     try:
         save_weights(model.encoder, out / "encoder.safetensors", **meta)
-        save_weights(model, out / "model.safetensors", **meta)
+        save_weights(task.export(model), out / "model.safetensors", **meta)  # without training-only parts (an auxiliary decoder)
         _record_wall_time(out, history)
         atomic_write_json(out / RESULTS, results)
     except OSError as e:

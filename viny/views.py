@@ -312,7 +312,7 @@ def reference_similarity_figure(paths: dict[str, str | None], data_root: str | N
         raise ValueError("no encoder files given")
     first = next(iter(encoders.values()))
     pets = load_pets(Path(data_root) if data_root else None, size=first.patch_embed.img_size[0], progress=False)
-    image, target = pets.arrays.images[image_index], pets.arrays.targets[image_index]
+    image, target = np.array(pets.arrays.images[image_index]), np.array(pets.arrays.targets[image_index])  # copies of the read-only cache
     refs = reference_patches(target, first.patch_size)
     maps = {k: similarity_maps(e, image, refs) for k, e in encoders.items()}
     return reference_similarity_panel(image, target, maps, first.patch_size)

@@ -1,7 +1,7 @@
 """Decoding any image the real data sets contain into RGB, with errors that name the file.
 
 The full data sets hold grayscale, palette (GIF), RGBA and CMYK images, PNGs saved as
-``.jpg`` and truncated JPEGs (NOTES.md); Pillow detects the real format from the
+``.jpg`` and truncated JPEGs (docs/data.md lists the known ones); Pillow detects the real format from the
 content, and everything becomes 8-bit RGB here.
 """
 
