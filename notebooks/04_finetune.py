@@ -31,6 +31,7 @@ model: str = "viny"
 pretrain_images: int = 0  # 0: no pre-training; shipped: 2368, 4734, 9469
 pretrain_epochs: int = 0  # 0 with pretrain_source shipped: the shipped encoder as its card says
 pretrain_source: str = "shipped"  # shipped (viny/pretrained) or train (here)
+pretrain_data: str = "imagenette"  # imagenette (the paper) or pets (the shipped in-domain encoder, 400 Pets images; beyond the paper)
 intermediate: str = "none"  # none, cls_intel, cls_pets, spatial, spatial_intel
 intermediate_epochs: int = 3  # paper: 200 (Intel)
 intermediate_images: int = 0  # 0: all
@@ -40,6 +41,8 @@ split: str = "nested"  # nested (fixed test set) or paper (authors random_split,
 epochs: int = 10  # paper: 100
 lr: float = 0.002  # fine-tuning learning rate (Table A1)
 weight_decay: float = 0.0001  # (Table A1)
+aux_mim_weight: float = 0.0  # joint training (beyond the paper): + this x SimMIM's masked L1 while fine-tuning; 0: the paper's fine-tune
+aux_mask_ratio: float = 0.5  # the auxiliary loss's share of masked patches
 init: str = "reference"  # random init (no pre-training): reference (authors' N(0,1) positions) or timm (std 0.02)
 seed: int = 0
 upstream_seed: int = -1  # seed of the pre-training and intermediate runs trained here (-1: the same as seed)
@@ -62,7 +65,7 @@ from viny.notebook import setup
 
 nb = setup("finetune", globals())
 run, results = nb.finetune(model=model, epochs=epochs, lr=lr, weight_decay=weight_decay, train_size=train_size, test_size=test_size,
-                           split=split, seed=seed, precision=precision)
+                           split=split, seed=seed, precision=precision, aux_mim_weight=aux_mim_weight, aux_mask_ratio=aux_mask_ratio)
 results
 
 # %% [markdown]

@@ -168,6 +168,7 @@ def test_bad_grid_files_are_refused_naming_the_file_study_and_parameter(capsys, 
         path.unlink()
 
 
+@pytest.mark.slow  # a pool of spawned workers (make test runs it; make test-fast leaves it out)
 def test_sigterm_stops_the_workers_of_a_parallel_grid_and_leaves_their_cells_pending(tmp_path, monkeypatch):
     import signal
     import threading

@@ -140,3 +140,18 @@ def test_in_domain_pretraining_never_sees_the_test_images(tmp_path):
     assert np.isfinite(r["eval_l1"]) and "yardstick_ratio" in r
     summary = json.loads((tmp_path / "pre" / "config.json").read_text())["runtime"]
     assert summary["pretrain_images"] == 32 and summary["pretrain_source"] == "pets"
+
+
+def test_selection_summary_reports_the_nn_probe_when_scored():
+    import pandas as pd
+
+    from viny.selection import selection_summary
+
+    down = pd.DataFrame({"epoch": [10, 10, 20, 20, 30, 30], "train_size": [100] * 6, "seed": [0, 1] * 3,
+                         "miou": [0.29, 0.31, 0.34, 0.36, 0.30, 0.32]})
+    scores = pd.DataFrame({"epoch": [10, 20, 30], "dse": [0.1, 0.9, 0.5], "effective_rank": [3.0, 2.0, 1.0],
+                           "reconstruction_ratio": [1.0, 0.9, 0.8], "probe_accuracy": [0.5, 0.6, 0.7]})
+    assert "nn_probe_miou" not in set(selection_summary(scores, down, 100)["score"])  # older score tables: as before
+    t = selection_summary(scores.assign(nn_probe_miou=[0.2, 0.4, 0.3]), down, 100).set_index("score")
+    assert t.loc["nn_probe_miou", "picks_epoch"] == 20 and t.loc["nn_probe_miou", "regret"] == pytest.approx(0.0)
+    assert t.loc["nn_probe_miou", "tau"] == pytest.approx(1.0) and "no training" in t.loc["nn_probe_miou", "label"]

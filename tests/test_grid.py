@@ -100,6 +100,7 @@ def test_cells_run_one_seed_of_everything_first(tmp_path, monkeypatch):
     assert [c.id for c in expand(grid)["s"]][:2] == ["x=1,label=p,seed=0", "x=1,label=p,seed=1"]  # expansion order unchanged
 
 
+@pytest.mark.slow  # a pool of 2 spawned workers, each importing torch and starting kernels
 def test_local_grid_with_two_workers(tmp_path):
     grid = load_grid(make_grid(tmp_path, axes="x: [1, 3, 4]"))
     table = run_grid(grid, jobs=2, quiet=True)
@@ -469,6 +470,7 @@ def test_a_second_grid_on_the_same_folder_is_refused_naming_the_first(tmp_path, 
     assert ran == ["x=1"]
 
 
+@pytest.mark.slow  # a `viny grid --jobs 2` process, its workers and kernels
 def test_kill_9_of_a_parallel_grid_leaves_no_process_behind(tmp_path):
     """Workers (and their notebook kernels) end with the grid, even when it is killed with SIGKILL."""
     import signal

@@ -246,7 +246,7 @@ def test_presets_and_config_errors():
         make_config("finetune", "x")
     with pytest.raises(VinyError, match="unknown finetune option.*: colour"):
         make_config("finetune", colour=1)
-    with pytest.raises(VinyError, match="--batch-size: must be >= 1"):
+    with pytest.raises(VinyError, match=r"--batch-size: must be in \[1, 65536\], got 0"):
         make_config("finetune", batch_size=0)
 
 

@@ -78,7 +78,7 @@ def publish(grid_out: str | Path, dest: str | Path, command: str = "") -> Path:
     import shutil
 
     from viny.files import atomic_write_text
-    from viny.findings import findings, findings_markdown, format_interval, position_prior, pretraining_gain
+    from viny.findings import findings, findings_markdown, format_interval, indomain_vs_imagenette, joint_vs_sequential, position_prior, pretraining_gain
     from viny.report import _git_commit, selection_across_cells
     from viny.selection import across_runs_markdown, verdict_counts
 
@@ -94,6 +94,9 @@ def publish(grid_out: str | Path, dest: str | Path, command: str = "") -> Path:
     with atomic_path(dest / FILES["results"]) as tmp:
         published_table(table).to_parquet(tmp, index=False)
     for name in ("report.html", "summary.csv"):
+        if (grid_out / name).is_symlink() or (dest / name).is_symlink():
+            raise VinyError(f"{grid_out / name if (grid_out / name).is_symlink() else dest / name} is a symbolic link; "
+                            "publishing copies regular files only: replace the link by the file, or delete it")
         if (grid_out / name).is_file():
             with atomic_path(dest / name) as tmp:
                 shutil.copyfile(grid_out / name, tmp)
@@ -112,6 +115,21 @@ def publish(grid_out: str | Path, dest: str | Path, command: str = "") -> Path:
             extra += ("\n## Baseline control\n\nRandom init (the authors' N(0,1) position embeddings) minus the control (timm init, "
                       "positions with std 0.02), mIoU points, paired by seed:\n\n| fine-tuning images | difference | verdict |\n|---|---|---|\n"
                       + "".join(f"| {r.train_size} | {format_interval(r._asdict())} | {r.verdict} |\n" for r in prior.itertuples()))
+        joint, dom = joint_vs_sequential(table), indomain_vs_imagenette(table)
+        if len(joint):
+            extra += ("\n## Beyond the paper: joint training\n\nFine-tuning with the auxiliary SimMIM loss (weight W, chosen on validation "
+                      "images: results/joint_weight) minus sequential fine-tuning (the finetune study's cell, same pre-training, size and seed), "
+                      "mIoU points, paired by seed:\n\n| pre-training images | fine-tuning images | W | difference | verdict |\n|---|---|---|---|---|\n"
+                      + "".join(f"| {r.pretrain_images:,} | {r.train_size} | {r.aux_mim_weight} | {format_interval(r._asdict())} | {r.verdict} |\n"
+                                for r in joint.itertuples()))
+        if len(dom):
+            extra += ("\n## Beyond the paper: in-domain pre-training\n\nFine-tuning from the shipped simmim_pets400 (SimMIM on the 400 Pets "
+                      "images outside the test set) minus Imagenette pre-training, mIoU points, paired by seed (nearest steps: the 2.4k run's "
+                      "snapshot closest in image-steps, its fine-tunes from results/along_pretraining/simmim_2368):\n\n| comparison | Imagenette "
+                      "encoder | image-steps (in-domain vs Imagenette) | fine-tuning images | fine-tuning epochs | difference | verdict |\n"
+                      "|---|---|---|---|---|---|---|\n"
+                      + "".join(f"| {r.comparison} | {r.reference} | {r.indomain_steps:,} vs {r.imagenette_steps:,} | {r.train_size} | "
+                                f"{r.finetune_epochs} | {format_interval(r._asdict())} | {r.verdict} |\n" for r in dom.itertuples()))
     across = selection_across_cells(table)
     if len(across):
         extra += ("\n## Label-free checkpoint selection along pre-training\n\nFor each measured curve (the SimMIM study): the snapshot "

@@ -19,9 +19,10 @@ import pandas as pd
 
 from viny.results import control_rows, finetune_rows, study_rows
 from viny.stats import mean_interval, paired_difference
-from viny.study import FILES, GEOMETRY, INTERMEDIATE_TASKS, PRETRAINED
+from viny.study import FILES, GEOMETRY, INDOMAIN, INTERMEDIATE_TASKS, JOINT, PRETRAINED
 
-__all__ = ["findings", "findings_markdown", "CLAIMS", "interval_verdict", "format_interval", "position_prior", "pretraining_gain"]
+__all__ = ["findings", "findings_markdown", "CLAIMS", "interval_verdict", "format_interval", "position_prior", "pretraining_gain",
+           "BEYOND_CLAIMS", "beyond_findings", "joint_vs_sequential", "indomain_vs_imagenette", "ALONG_2K"]
 
 CLAIMS = {
     "pretraining_small_data": "Pre-training helps most when fine-tuning data is small.",
@@ -255,3 +256,140 @@ def pretraining_gain(table: pd.DataFrame, metric: str = "miou") -> pd.DataFrame:
 def findings_markdown(df: pd.DataFrame) -> str:
     icon = {"supported": "✅ supported", "contradicted": "❌ contradicted", "inconclusive": "➖ inconclusive"}
     return "\n".join(f"- **{r.statement}** {icon[r.verdict]}: {r.evidence}" for r in df.itertuples())
+
+
+# ---- beyond the paper (issue #34): the joint and in-domain arms ------------------------------
+BEYOND_CLAIMS = {
+    "joint_beats_sequential": "Joint training (fine-tuning with the auxiliary SimMIM loss) beats sequential fine-tuning at 100 images.",
+    "indomain_beats_imagenette": "In-domain pre-training (SimMIM on the Pets images) beats Imagenette pre-training at (nearly) equal steps.",
+}
+# the 2.4k run's snapshots fine-tuned along pre-training (benchmarks/along_pretraining.py): the
+# Imagenette encoder whose image-steps can be matched to the in-domain encoder's
+ALONG_2K = "results/along_pretraining/simmim_2368"
+ALONG_FINETUNE_EPOCHS = 50  # its fine-tunes' length (results/along_pretraining/simmim_2368/README.md)
+
+
+def _beyond_row(key: str, verdict: str, evidence: str, pretrain_images=None) -> dict:
+    return {"claim": key, "statement": BEYOND_CLAIMS[key], "verdict": verdict, "evidence": evidence, "pretrain_images": pretrain_images}
+
+
+def _reference_finetunes(table: pd.DataFrame) -> pd.DataFrame:
+    ft = finetune_rows(table) if "study" in table else table
+    return ft[ft["init"] == "reference"] if "init" in ft else ft
+
+
+def joint_vs_sequential(table: pd.DataFrame, metric: str = "miou") -> pd.DataFrame:
+    """The joint arm against sequential fine-tuning, per pre-training and fine-tuning size:
+    mIoU of the joint study's cell (fine-tuning + ``aux_mim_weight`` x SimMIM) minus that of
+    the finetune study's cell with the same pre-training size, fine-tuning size and seed
+    (intermediate none), paired by seed, in points (``pretrain_images, train_size,
+    aux_mim_weight, mean, lo, hi, n, verdict``; supported = joint is better). Empty without
+    joint cells."""
+    joint = study_rows(table, JOINT)
+    rows = []
+    if not len(joint):
+        return pd.DataFrame(rows)
+    joint = joint.assign(pretrain_images=joint["pretrain_images"].fillna(0) if "pretrain_images" in joint else 0)
+    ft = _reference_finetunes(table)
+    for (p, n), g in joint.groupby(["pretrain_images", "train_size"]):
+        iv = paired_difference(100 * g.groupby("seed")[metric].mean(), _miou(ft, p, "none", n, metric))
+        if iv["n"]:
+            w = sorted(g["aux_mim_weight"].dropna().unique()) if "aux_mim_weight" in g else []
+            rows.append({"pretrain_images": int(p), "train_size": int(n), "aux_mim_weight": ", ".join(f"{v:g}" for v in w),
+                         **iv, "verdict": interval_verdict(iv)})
+    return pd.DataFrame(rows)
+
+
+def _indomain_steps() -> tuple[str, int, int] | None:
+    """``(name, images, image-steps)`` of the shipped in-domain encoder (``None``: not shipped)."""
+    from viny.pretrained import PRETRAINED_DIR, SHIPPED_INDOMAIN, card
+
+    for name, images in SHIPPED_INDOMAIN.items():
+        if (PRETRAINED_DIR / f"viny_{name}.safetensors").is_file():
+            return name, images, images * int(card(name)["config"]["epochs"])
+    return None
+
+
+def _along_2k(along: str | Path | None):
+    """``(downstream fine-tunes, pre-training images)`` along the 2.4k run (``(None, 0)``: not there)."""
+    from viny.files import project_path
+    from viny.selection import DOWNSTREAM_CSV
+
+    path = project_path(along or ALONG_2K) / DOWNSTREAM_CSV
+    return (pd.read_csv(path), 2368) if path.is_file() else (None, 0)
+
+
+def indomain_vs_imagenette(table: pd.DataFrame, metric: str = "miou", along: str | Path | None = None) -> pd.DataFrame:
+    """The in-domain encoder (the indomain study's cells) against Imagenette pre-training, per
+    fine-tuning size, paired by seed, in points (``comparison, train_size, finetune_epochs,
+    indomain_steps, imagenette_steps, mean, lo, hi, n, verdict``; supported = in-domain is
+    better):
+
+    - ``nearest steps``: against the snapshot of the shipped 2.4k encoder's run whose
+      pre-training image-steps are closest to the in-domain encoder's, fine-tuned for the same
+      epochs on the same test images and seeds (``along``: ``results/along_pretraining/simmim_2368``);
+    - ``as shipped (<n> images)``: against the finetune study's cells of each shipped Imagenette
+      encoder (no intermediate stage), whose pre-training had several times the steps.
+
+    Empty without indomain cells."""
+    from viny.pretrained import SHIPPED, card
+
+    dom = study_rows(table, INDOMAIN)
+    shipped = _indomain_steps()
+    rows = []
+    if not len(dom) or shipped is None:
+        return pd.DataFrame(rows)
+    _, _, steps = shipped
+    epochs_col = dom["epochs"] if "epochs" in dom else pd.Series(0, index=dom.index)
+    down, along_images = _along_2k(along)
+    ft = _reference_finetunes(table)
+    ft_epochs = set(ft["epochs"].dropna().astype(int)) if "epochs" in ft else set()
+    for (e, n), g in dom.assign(epochs=epochs_col).groupby(["epochs", "train_size"]):
+        ours = 100 * g.groupby("seed")[metric].mean()
+        e, n = int(e), int(n)
+        if down is not None and e == ALONG_FINETUNE_EPOCHS:
+            snaps = sorted(int(v) for v in down["epoch"].unique() if v > 0)
+            if snaps:
+                best = min(snaps, key=lambda ep: abs(ep * along_images - steps))
+                ref = 100 * down[(down["epoch"] == best) & (down["train_size"] == n)].groupby("seed")[metric].mean()
+                iv = paired_difference(ours, ref)
+                if iv["n"]:
+                    rows.append({"comparison": "nearest steps", "reference": f"simmim_imagenette2k run, epoch {best}", "train_size": n,
+                                 "finetune_epochs": e, "indomain_steps": steps, "imagenette_steps": best * along_images, **iv,
+                                 "verdict": interval_verdict(iv)})
+        if e in ft_epochs:
+            for name, images in SHIPPED.items():
+                ref = _miou(ft[ft["epochs"] == e], images, "none", n, metric)
+                iv = paired_difference(ours, ref)
+                if iv["n"]:
+                    rows.append({"comparison": f"as shipped ({images:,} images)", "reference": name, "train_size": n, "finetune_epochs": e,
+                                 "indomain_steps": steps, "imagenette_steps": images * int(card(name)["config"]["epochs"]), **iv,
+                                 "verdict": interval_verdict(iv)})
+    return pd.DataFrame(rows)
+
+
+def beyond_findings(table: pd.DataFrame, metric: str = "miou", along: str | Path | None = None, train_size: int = 100) -> pd.DataFrame:
+    """The two claims beyond the paper at ``train_size`` fine-tuning images, one row per
+    pre-training size for the joint arm and one for the in-domain encoder
+    (``claim, statement, verdict, evidence, pretrain_images``). Empty rows are left out: a
+    grid without the joint or indomain study has no row for it."""
+    rows = []
+    joint = joint_vs_sequential(table, metric)
+    for r in joint[joint["train_size"] == train_size].itertuples() if len(joint) else []:
+        what = "random init" if r.pretrain_images == 0 else f"{r.pretrain_images:,} pre-training images"
+        rows.append(_beyond_row("joint_beats_sequential", r.verdict,
+                                f"{what}, {train_size} fine-tuning images: joint (aux_mim_weight {r.aux_mim_weight}) minus sequential "
+                                f"{format_interval(r._asdict())} points", r.pretrain_images))
+    dom = indomain_vs_imagenette(table, metric, along)
+    dom = dom[dom["train_size"] == train_size] if len(dom) else dom
+    if len(dom):
+        near = dom[dom["comparison"] == "nearest steps"]
+        key = near.iloc[0] if len(near) else dom.iloc[0]
+        parts = [f"{r.comparison} ({r.reference}; {r.indomain_steps:,} vs {r.imagenette_steps:,} pre-training image-steps, "
+                 f"{r.finetune_epochs} fine-tuning epochs): {format_interval(r._asdict())} points" for r in dom.itertuples()]
+        verdict = key["verdict"] if len(near) else "inconclusive"
+        rows.append(_beyond_row("indomain_beats_imagenette", verdict,
+                                f"in-domain minus Imagenette at {train_size} fine-tuning images: " + "; ".join(parts)
+                                + ("" if len(near) else " (no snapshot at nearly equal steps: the shipped encoders had more steps)")))
+    return pd.DataFrame(rows, columns=["claim", "statement", "verdict", "evidence", "pretrain_images"])
+

@@ -28,8 +28,15 @@ Rerunning skips finished cells, so a killed grid continues where it stopped (a s
 whose notebook reads the whole grid, i.e. declares ``grid_dir``, runs again whenever
 another cell has changed since it ran, so its summary is never stale); a failing
 cell is recorded with its error and the others go on (``--retry-failed`` runs failed
-cells again). Executors: ``local`` (bounded worker processes, each kernel with its own
-IPython folder, kernel starts retried) and ``ray`` (one Ray task per cell, on any node of
+cells again). A cell is finished only for the parameters it ran with: ``status.json`` keeps
+their key (:func:`cell_key`), and a cell whose grid now gives it other parameters runs again
+instead of being relabelled; an unreadable ``status.json`` or ``metrics.json`` makes its cell
+pending too. Cell folder names are unique by construction (:func:`_slug`), study names
+cannot leave ``<out>/cells``, and a grid holds its output folder while it runs (a second grid
+there is refused naming the first one's pid). Executors: ``local`` (bounded worker processes, each kernel with its own
+IPython folder, kernel starts retried, each kernel's ports from a slot of its worker's own
+(:func:`kernel_ports`), workers and kernels ending with the grid however it ends,
+``kill -9`` included: :func:`_worker_init`) and ``ray`` (one Ray task per cell, on any node of
 a cluster whose nodes share the grid's folder: ``--cpus-per-cell``, ``--gpus-per-cell``
 (default a quarter of a GPU when the cluster has GPUs), ``--jobs`` caps the cells in flight;
 a cell whose worker or node dies runs again on another, its runs resuming from their
@@ -59,7 +66,7 @@ import tempfile
 import threading
 import time
 import traceback
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
@@ -69,7 +76,7 @@ import pandas as pd
 import yaml
 
 from viny.errors import VinyError
-from viny.files import LOCK_FILE, atomic_path, atomic_write_json, file_sha256, folder_lock
+from viny.files import LOCK_FILE, atomic_path, atomic_write_json, file_sha256, folder_lock, writable_output
 
 # a cell folder's own files (beside the run folders its notebook writes)
 CELL_NOTEBOOK = "notebook.ipynb"  # the executed notebook
@@ -508,7 +515,8 @@ def export_cells(grid: Grid, dest: str | Path) -> int:
         # the status without this machine's paths (notebook, data root, cell and store folders)
         record = {k: v for k, v in _status_record(c).items() if k != "notebook"}
         if isinstance(record.get("params"), dict):
-            record["params"] = {k: v for k, v in record["params"].items() if k not in LOCATION_PARAMS}
+            record["params"] = {k: v for k, v in record["params"].items()  # what the cell computed with, for the message of
+                                if k not in LOCATION_PARAMS and not (isinstance(v, str) and v.startswith(("/", "~")))}  # an edited grid
         atomic_write_json(target / CELL_STATUS, record)
     return len(todo)
 
@@ -566,7 +574,34 @@ def _kernel_config():
     for key, value in kernel_options().items():
         section, name = key.split(".")
         config[section][name] = value
+    config.NotebookClient.kernel_manager_class = "viny.grid.GridKernelManager"
     return config
+
+
+def _grid_kernel_manager():
+    from jupyter_client.manager import AsyncKernelManager
+
+    class GridKernelManager(AsyncKernelManager):
+        """The grid's kernel manager: jupyter_client interrupts every kernel before shutting it
+        down, and ipykernel logs that interrupt of an idle kernel as "ERROR | KeyboardInterrupt
+        caught in kernel", a line between every two cells of `make demo`. The notebook has
+        finished when its kernel is shut down, so that interrupt is skipped; a kernel that
+        does not stop is still killed after the shutdown request (jupyter_client's own path)."""
+
+        async def _async_interrupt_kernel(self) -> None:
+            if self.shutting_down:
+                return
+            await super()._async_interrupt_kernel()
+
+    return GridKernelManager
+
+
+def __getattr__(name: str):  # the kernel manager class, defined on first use (jupyter_client is imported only by grids)
+    if name == "GridKernelManager":
+        cls = _grid_kernel_manager()
+        globals()[name] = cls
+        return cls
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # Kernel ports. jupyter_client picks a kernel's five ports by binding port 0 and closing the
@@ -755,12 +790,38 @@ def _stop_workers(pool: ProcessPoolExecutor) -> None:
             proc.join()
 
 
-def _run_local(cells: list[Cell], jobs: int, progress) -> list[dict]:
+def cell_upstream_jobs(cells: list[Cell]):
+    """The upstream runs ``cells`` will train, as jobs of their own, and the jobs each cell
+    needs (:func:`viny.schedule.upstream_jobs`): the chains each cell's notebook builds from
+    its parameters, its defaults filled in."""
+    from viny.schedule import upstream_jobs
+    from viny.upstream import notebook_chains
+
+    defaults: dict[str, dict] = {}
+
+    def chains_of(cell: Cell):
+        if cell.notebook not in defaults:
+            defaults[cell.notebook] = notebook_defaults(cell.notebook)
+        try:
+            return notebook_chains(cell.notebook, {**defaults[cell.notebook], **cell.params})
+        except VinyError:  # the cell meets this error itself and records it
+            return []
+
+    return upstream_jobs(cells, chains_of, lambda c: c.params.get("store_dir"))
+
+
+def _upstream_failed(job, error: BaseException) -> None:
+    first = (str(error).strip().splitlines() or [type(error).__name__])[-1]
+    print(f"upstream: {job.chain.describe()} failed: {first}; the cells that need it will record it", file=sys.stderr, flush=True)
+
+
+def _run_local(cells: list[Cell], jobs: int, progress, quiet: bool = True) -> list[dict]:
+    """Run ``cells`` on ``jobs`` worker processes: the upstream runs they share first, as jobs
+    of their own, and each cell once its upstream runs are in the store (:mod:`viny.schedule`)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)  # honours taskset / cpusets
     threads = max(1, cores // max(1, jobs))
     if jobs <= 1:
         return [progress(run_cell(c, threads)) for c in cells]
-    records = []
     pool = ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn"), initializer=_worker_init, initargs=(os.getpid(),))
 
     def on_sigterm(signum, frame):  # SIGTERM stops the grid like Ctrl-C: workers too, not only this process
@@ -768,9 +829,15 @@ def _run_local(cells: list[Cell], jobs: int, progress) -> list[dict]:
 
     previous = signal.signal(signal.SIGTERM, on_sigterm) if threading.current_thread() is threading.main_thread() else None
     try:
-        futures = [pool.submit(run_cell, c, threads) for c in cells]
-        for f in as_completed(futures):
-            records.append(progress(f.result()))
+        from viny.schedule import resolve_job, run_scheduled
+
+        jobs_, needs = cell_upstream_jobs(cells)
+        def on_job(job, seconds: float) -> None:
+            if not quiet:
+                print(f"upstream: {job.chain.describe()} ready in {seconds:.0f} s", flush=True)
+
+        records = run_scheduled(cells, needs, jobs_, jobs, lambda c, t: pool.submit(run_cell, c, t), lambda j, t: pool.submit(resolve_job, j, t),
+                                progress, cores, on_job_error=_upstream_failed, on_job_done=on_job)
     except BaseException:
         _stop_workers(pool)
         raise
@@ -967,6 +1034,7 @@ def _holding_out(run):
     def wrapper(grid: Grid, *args, **kwargs):
         made = not grid.out.exists()
         try:
+            writable_output(grid.out, "--out")  # an output folder that cannot be written: one line, before anything runs
             with folder_lock(grid.out, f"viny grid {grid.path.name}", "--out"):
                 if not inspect.signature(run).bind(grid, *args, **kwargs).arguments.get("quiet"):
                     for line in _changed_note(grid):
@@ -1015,7 +1083,7 @@ def run_grid(grid: Grid, executor: str = "local", jobs: int | None = None, retry
     if executor == "ray":
         run = lambda todo, jobs, progress: _run_ray(todo, jobs, progress, cpus_per_cell, gpus_per_cell)
     else:
-        run, jobs = _run_local, jobs or 1
+        run, jobs = (lambda todo, jobs, progress: _run_local(todo, jobs, progress, quiet)), jobs or 1
     # the studies that do not read the grid share one pool: a worker freed at the end of one
     # study starts the next study's cells instead of waiting for the last cell of the first
     independent = [c for name, cells in all_cells.items() if not reads_grid[name]

@@ -67,6 +67,8 @@ class NotebookRun:
         encoder = self.encoder(chain)
         start = {"init_from": encoder} if encoder else {"init": chain.init}
         config = make_config("finetune", data=self.data("root"), **start, **options)
+        if chain.pretrain_data == "pets" and chain.shipped_name:
+            self._check_unseen_test_set(config, chain.shipped_name)
         run = run_in_store(config, self.out / "runs")
         results = json.loads((run / "results.json").read_text())
         pretrained = pretraining_record(self.encoder(chain.pretrained()))[0] if chain.pretrain_images else {}
@@ -74,6 +76,18 @@ class NotebookRun:
         record = {**results, "encoder_source": source, "pretraining_yardstick_ratio": pretrained.get("yardstick_ratio")}
         self.write_metrics(record)
         return run, record
+
+    @staticmethod
+    def _check_unseen_test_set(config, name: str) -> None:
+        """A fine-tune from the shipped in-domain encoder (pre-trained on the Pets pool without
+        one nested test set) must be tested on that test set: refuse any other split."""
+        from viny.pretrained import card
+
+        c = card(name)["config"]
+        if (config.split, config.test_size, config.split_seed) != ("nested", c["test_size"], c["split_seed"]):
+            raise VinyError(f"split = {config.split!r}, test_size = {config.test_size}: the shipped {name} was pre-trained on the Pets pool "
+                            f"without the nested test set of test_size {c['test_size']} (split seed {c['split_seed']}); fine-tune from it "
+                            "with split nested and that test_size, so that its test images stay unseen")
 
     def write_metrics(self, record: dict) -> None:
         """Write the run's ``metrics.json`` (the grid joins it into ``results.parquet``)."""

@@ -10,6 +10,10 @@ epochs, loss curve, commit, sha256) and a JSON sidecar holding the same facts:
 | ``simmim_imagenette5k`` | 4,734 |
 | ``simmim_imagenette9k`` | 9,469 (all staged Imagenette train images) |
 
+and one in-domain SimMIM model (beyond the paper, :data:`SHIPPED_INDOMAIN`):
+``simmim_pets400``, on the 400 staged Oxford-IIIT Pet images outside fine-tuning's nested
+test set (198 images, split seed 42), labels unused.
+
 Loading one is one call::
 
     encoder = viny.load_pretrained("simmim_imagenette9k")            # ViNy encoder, fp32
@@ -33,13 +37,17 @@ import torch
 from viny.errors import VinyError
 from viny.files import file_sha256
 
-__all__ = ["PRETRAINED_DIR", "DATA_PLACEHOLDER", "SHIPPED", "weights_path", "card", "load_pretrained", "shipped_encoder", "export_pretrained",
+__all__ = ["PRETRAINED_DIR", "DATA_PLACEHOLDER", "SHIPPED", "SHIPPED_INDOMAIN", "SHIPPED_BY_DATA", "weights_path", "card", "load_pretrained", "shipped_encoder", "export_pretrained",
            "describe_encoder", "pretrain_command", "pretraining_record"]
 
 PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
 
 # name -> number of pre-training images (first N of the seed-0 permutation of the staged Imagenette train folder)
 SHIPPED: dict[str, int] = {"simmim_imagenette2k": 2368, "simmim_imagenette5k": 4734, "simmim_imagenette9k": 9469}
+# name -> number of Pets images (pretrain --source pets: the staged Pets pool without the nested test set of its card's test_size)
+SHIPPED_INDOMAIN: dict[str, int] = {"simmim_pets400": 400}
+# the pre-training data a chain names (viny.upstream.Upstream.pretrain_data) -> its shipped encoders
+SHIPPED_BY_DATA: dict[str, dict[str, int]] = {"imagenette": SHIPPED, "pets": SHIPPED_INDOMAIN}
 
 
 def weights_path(name: str, folder: str | Path | None = None) -> Path:
@@ -90,6 +98,7 @@ def shipped_encoder(num_images: int, model: str = "viny", folder: str | Path | N
 
 
 DATA_PLACEHOLDER = "<DATA>/imagenet-subset/train"  # how cards name the pre-training folder: a path on the training machine means nothing elsewhere
+PETS_PLACEHOLDER = "<DATA>"  # --source pets: the folder holding oxford-iiit-pet/
 HELDOUT_PLACEHOLDER = "<DATA>/intel-image-classification"  # and the yardstick's held-out images
 
 
@@ -140,23 +149,34 @@ def _card_markdown(name: str, meta: dict) -> str:
     curve = pd.DataFrame(meta["loss_curve"])
     rows = "\n".join(f"| {int(r.epoch)} | {r.train_loss:.4f} | {r.lr:g} |" for r in curve.itertuples())
     cfg, res = meta["config"], meta["metrics"]
+    if cfg.get("source") == "pets":
+        n, pool = meta["runtime"].get("pretrain_images"), meta["runtime"].get("pets_pool_images")
+        data = (f"{n:,} Oxford-IIIT Pet images (in domain; beyond the paper): the staged Pets pool ({pool:,} listed images) without "
+                f"the {cfg['test_size']} images of fine-tuning's nested test set (`--split nested --test-size {cfg['test_size']}`, split "
+                f"seed {cfg['split_seed']}), labels unused; it includes the images `--validation-size` scores. Fine-tune from it only with "
+                f"that split and test size, so that the test images stay unseen. Each image resized (shorter side, {cfg['resize']}) and "
+                "centre-cropped to 128 px.")
+        licence = "Oxford-IIIT Pet (CC BY-SA 4.0) is the data the model was trained on."
+    else:
+        data = (f"{cfg['num_images']:,} images of the staged Imagenette train folder (10 ImageNet classes,\n  9,469 images, ImageFolder layout): "
+                f"the first {cfg['num_images']:,} of the seed-{cfg['subset_seed']} permutation, so the\n  shipped sizes are nested. Each image resized "
+                f"(shorter side, {cfg['resize']}) and centre-cropped to 128 px.")
+        licence = ("Imagenette is a subset of ImageNet ILSVRC-2012, whose terms\n  (non-commercial research and education) apply to the images "
+                   "the model was trained on.")
     return f"""# ViNy {name}
 
 SimMIM-pre-trained ViNy (4,842,880-parameter encoder + linear pixel decoder and mask token),
 stored in fp16. Load it with `viny.load_pretrained("{name}")` (encoder) or
 `timm.create_model("viny.{name}", pretrained=True)`; `decoder=True` gives the SimMIM model.
 
-- **Data**: {cfg['num_images']:,} images of the staged Imagenette train folder (10 ImageNet classes,
-  9,469 images, ImageFolder layout): the first {cfg['num_images']:,} of the seed-{cfg['subset_seed']} permutation, so the
-  shipped sizes are nested. Each image resized (shorter side, {cfg['resize']}) and centre-cropped to 128 px.
+- **Data**: {data}
 - **Recipe**: {recipe_text(cfg)}. Precision: {meta['runtime'].get('precision')} autocast on {meta['runtime'].get('device')}.
 - **Command**: `{meta['command']}`
 - **Result**: final training L1 {res['final_train_loss']:.4f}; L1 on {res.get('eval_images', '?')} of its training images (un-augmented, fixed masks) {res.get('eval_l1', float('nan')):.4f}.
 - **Held-out reconstruction** (the yardstick: {yardstick_text(res)}
 - **Trained with**: viny {meta['runtime'].get('viny_version')}, commit {meta['commit']}; training time {meta['train_minutes']:.0f} min.
 - **File**: `viny_{name}.safetensors`, sha256 `{meta['sha256']}`.
-- **Licence**: weights MIT (as viny). Imagenette is a subset of ImageNet ILSVRC-2012, whose terms
-  (non-commercial research and education) apply to the images the model was trained on.
+- **Licence**: weights MIT (as viny). {licence}
 
 ## Loss curve
 
@@ -184,14 +204,15 @@ def export_pretrained(run_dir: str | Path, name: str, folder: str | Path | None 
     path = folder / f"viny_{name}.safetensors"
     half = {k: v.to(torch.float16) if v.is_floating_point() else v for k, v in sd.items()}
     runtime = config.pop("runtime", {})
+    data = PETS_PLACEHOLDER if config.get("source") == "pets" else DATA_PLACEHOLDER
     if config.get("data"):
-        config["data"] = DATA_PLACEHOLDER
+        config["data"] = data
     if config.get("heldout_data"):
         config["heldout_data"] = HELDOUT_PLACEHOLDER
     facts = {
         "kind": meta["kind"], "model_args": meta["model_args"], "mask_ratio": meta.get("mask_ratio"), "name": name,
         "phase": "pretrain", "epoch": config["epochs"], "metrics": meta.get("metrics", {}), "config": config, "runtime": runtime,
-        "command": pretrain_command(config), "commit": commit, "dtype": "float16",
+        "command": pretrain_command(config, data), "commit": commit, "dtype": "float16",
         "train_minutes": float(curve["seconds"].sum()) / 60, "loss_curve": curve.to_dict(orient="list"),
     }
     save_weights(half, path, **facts)
@@ -213,7 +234,10 @@ def describe_encoder(path: str | Path | None) -> str:
     if path.parent == PRETRAINED_DIR:
         name = path.stem.removeprefix("viny_")
         try:
-            c = card(name)["config"]
+            facts = card(name)
+            c = facts["config"]
+            if c.get("source") == "pets":
+                return f"shipped {name} (SimMIM, {facts['runtime']['pretrain_images']:,} Pets images, {c['epochs']} ep)"
             return f"shipped {name} (SimMIM, {c['num_images']:,} images, {c['epochs']} ep)"
         except (VinyError, OSError, KeyError):
             return f"shipped {name}"

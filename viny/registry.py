@@ -10,7 +10,7 @@ import timm
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 
 from viny.model import VINY_ARGS, VINY_TEST_ARGS, ViNy
-from viny.pretrained import PRETRAINED_DIR, SHIPPED
+from viny.pretrained import PRETRAINED_DIR, SHIPPED, SHIPPED_INDOMAIN
 from viny.reference import convert_reference_state_dict, is_reference_layout
 
 __all__ = ["create_encoder", "viny", "viny_test", "default_cfgs"]
@@ -26,7 +26,9 @@ def _cfg(**kwargs) -> dict:
 
 def _shipped_cfgs() -> dict:
     return {f"viny.{name}": _cfg(file=str(PRETRAINED_DIR / f"viny_{name}.safetensors"), license="mit (weights); ImageNet terms (data)")
-            for name in SHIPPED}
+            for name in SHIPPED} | {
+        f"viny.{name}": _cfg(file=str(PRETRAINED_DIR / f"viny_{name}.safetensors"), license="mit (weights); Oxford-IIIT Pet CC BY-SA 4.0 (data)")
+        for name in SHIPPED_INDOMAIN}
 
 
 # timm looks up the default pretrained config of each registered model here; the tags are

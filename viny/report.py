@@ -25,13 +25,13 @@ import pandas as pd
 
 from viny.figures import cosine_chart, heatmap_explorer, intermediate_delta, miou_vs_size, pretraining_curve, selection_chart
 from viny.files import atomic_write_text, writable_output
-from viny.findings import findings, format_interval, position_prior, pretraining_gain
+from viny.findings import findings, format_interval, indomain_vs_imagenette, joint_vs_sequential, position_prior, pretraining_gain
 from viny.grid import CELL_NOTEBOOK, load_grid
 from viny.paper import comparison_table, diagnostics_table
 from viny.provenance import NOT_RECORDED
 from viny.results import control_rows, finetune_rows, read_results, study_rows
 from viny.selection import across_runs_display, selection_across_runs, selection_verdicts, verdict_counts
-from viny.study import FILES, GEOMETRY, SIMMIM
+from viny.study import FILES, GEOMETRY, INDOMAIN, JOINT, SIMMIM
 
 __all__ = ["build_report"]
 
@@ -258,6 +258,42 @@ def _control_note(table: pd.DataFrame) -> str:
             "positions help on their own, and a pre-trained encoder has to beat that prior, not just an untrained network.</p>")
 
 
+def _verdict_word(verdict: str, better: str, worse: str) -> str:
+    return better if verdict == "supported" else worse if verdict == "contradicted" else "inconclusive"
+
+
+def _beyond_sections(table: pd.DataFrame) -> list[str]:
+    """Beyond the paper (issue #34): the joint arm against sequential fine-tuning, the in-domain
+    encoder against Imagenette pre-training, as computed paired differences."""
+    joint, dom = joint_vs_sequential(table), indomain_vs_imagenette(table)
+    if not len(joint) and not len(dom):
+        return []
+    sections = ["<h2>Beyond the paper</h2>"]
+    if len(joint):
+        rows = "".join(f"<tr><td>{r.pretrain_images:,}</td><td>{r.train_size}</td><td>{html.escape(r.aux_mim_weight)}</td>"
+                       f"<td>{html.escape(format_interval(r._asdict()))}</td><td class='{r.verdict}'>{_verdict_word(r.verdict, 'joint better', 'joint worse')}</td></tr>"
+                       for r in joint.itertuples())
+        sections.append("<p class='note'><b>Joint training.</b> Fine-tuning with an auxiliary SimMIM loss (the segmentation loss plus "
+                        "W x SimMIM's masked L1 on the same augmented batch, <code>aux_mim_weight</code> W chosen on validation images: "
+                        "<code>results/joint_weight</code>) minus sequential fine-tuning (the finetune study's cell with the same pre-training, "
+                        "fine-tuning size and seed, no intermediate stage), mIoU points paired by seed with the 95 % t interval:</p>"
+                        "<table class='text'><tr><th>pre-training images</th><th>fine-tuning images</th><th>W</th><th>joint minus sequential</th>"
+                        f"<th>verdict</th></tr>{rows}</table>" + _made_by(study_rows(table, JOINT)))
+    if len(dom):
+        rows = "".join(f"<tr><td>{html.escape(r.comparison)}</td><td>{html.escape(r.reference)}</td><td>{r.indomain_steps:,} vs {r.imagenette_steps:,}</td>"
+                       f"<td>{r.train_size}</td><td>{r.finetune_epochs}</td><td>{html.escape(format_interval(r._asdict()))}</td>"
+                       f"<td class='{r.verdict}'>{_verdict_word(r.verdict, 'in-domain better', 'in-domain worse')}</td></tr>" for r in dom.itertuples())
+        sections.append("<p class='note'><b>In-domain pre-training.</b> Fine-tuning from the shipped <code>simmim_pets400</code> (SimMIM on the "
+                        "400 Pets images outside the test set, labels unused) minus fine-tuning from Imagenette pre-training, mIoU points paired "
+                        "by seed: <i>nearest steps</i> against the snapshot of the 2.4k encoder's run whose pre-training image-steps are closest "
+                        "(its fine-tunes from <code>results/along_pretraining/simmim_2368</code>, same test images and seeds, 50 epochs); "
+                        "<i>as shipped</i> against the finetune study's cells, whose encoders had several times the steps.</p>"
+                        "<table class='text'><tr><th>comparison</th><th>Imagenette encoder</th><th>pre-training image-steps</th>"
+                        f"<th>fine-tuning images</th><th>fine-tuning epochs</th><th>in-domain minus Imagenette</th><th>verdict</th></tr>{rows}</table>"
+                        + _made_by(study_rows(table, INDOMAIN)))
+    return sections
+
+
 def _finetune_sections(ft: pd.DataFrame, charts: dict, table: pd.DataFrame | None = None) -> list[str]:
     """Figs. 3 and 4 (Fig. 3 with the random-init control when the grid has it), the table
     beside the paper's, segmentation examples."""
@@ -440,7 +476,7 @@ def build_report(grid: str | Path, out: str | Path | None = None, data_label: st
     geo_rows = study_rows(table, GEOMETRY)
     charts: dict[str, dict] = {}
     sections = (_header_section(grid, table, ft, data_label) + _findings_section(grid, table) + _encoders_section(ft)
-                + _finetune_sections(ft, charts, table) + _geometry_sections(geo_rows, charts) + _pretraining_sections(table, charts)
+                + _finetune_sections(ft, charts, table) + _beyond_sections(table) + _geometry_sections(geo_rows, charts) + _pretraining_sections(table, charts)
                 + _notebooks_section(grid, table, list_notebooks) + _provenance_section(table))
     bundle = vlc.javascript_bundle()
     script = ("window.vinyViews={};window.vinyErrors=[];const specs=" + json.dumps(charts).replace("</", "<\\/") + ";"

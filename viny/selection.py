@@ -37,12 +37,15 @@ from viny.train import train
 from viny.weights import load_encoder, load_simmim, load_weights, read_metadata, save_weights, snapshots
 
 __all__ = ["DOWNSTREAM_CSV", "SCORES_CSV", "curve_folder", "read_along_pretraining", "label_free_scores", "downstream_along_pretraining", "kendall_tau_interval", "choose", "selection_summary",
-           "selection_verdicts", "SCORES", "select_snapshot", "along_table", "per_seed", "gains_over_random",
+           "selection_verdicts", "SCORES", "REFERENCE_SCORES", "select_snapshot", "along_table", "per_seed", "gains_over_random",
            "selection_across_runs", "across_runs_display", "across_runs_markdown", "verdict_counts"]
 
 # label-free scores (higher = predicted better), and the reference that uses labels
 SCORES = {"dse": "DSE (adaptive lambda)", "effective_rank": "effective rank (RankMe)", "reconstruction": "-(held-out reconstruction ratio)",
           "last": "take the last checkpoint"}
+# scores that use labels, for reference (higher = better): the linear patch probe, the nearest-neighbour (Hummingbird) probe
+REFERENCE_SCORES = {"probe_accuracy": "held-out patch probe (uses labels)",
+                    "nn_probe_miou": "nearest-neighbour patch probe, mIoU (uses labels, no training)"}
 
 
 def label_free_scores(run_dir: str | Path, data, heldout: torch.Tensor | None = None, dse_images: int = 512,
@@ -163,14 +166,16 @@ def selection_summary(scores: pd.DataFrame, downstream: pd.DataFrame, train_size
     mIoU of the pick minus that of the best snapshot; 0 is a perfect pick)."""
     truth = downstream[(downstream["train_size"] == train_size) & (downstream["epoch"] > 0)].groupby("epoch")[metric].mean() * 100
     rows = []
-    for name in [*SCORES, "probe_accuracy"]:
+    for name in [*SCORES, *REFERENCE_SCORES]:
+        if name not in SCORES and name not in scores:  # e.g. scores computed before the nearest-neighbour probe existed
+            continue
         s = _score_series(scores, name) if name in SCORES else scores.set_index("epoch")[name]
         s = s.reindex(truth.index).dropna()
         if len(s) < 2:
             continue
         pick = choose(s)
         iv = kendall_tau_interval(s.to_numpy(), truth.reindex(s.index).to_numpy()) if name != "last" else kendall_tau_interval(s.index, truth.reindex(s.index))
-        rows.append({"score": name, "label": SCORES.get(name, "held-out patch probe (uses labels)"), "train_size": train_size,
+        rows.append({"score": name, "label": SCORES.get(name, REFERENCE_SCORES.get(name)), "train_size": train_size,
                      "tau": iv["tau"], "tau_lo": iv["lo"], "tau_hi": iv["hi"], "snapshots": iv["n"], "picks_epoch": pick,
                      "miou_of_pick": truth[pick], "best_epoch": int(truth.idxmax()), "regret": truth[pick] - truth.max()})
     return pd.DataFrame(rows)

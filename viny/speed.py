@@ -20,7 +20,7 @@ from viny.data.datasets import sample_root
 from viny.data.images import IMAGE_EXTENSIONS
 from viny.device import autocast, keep_freed_memory, resolve_device, resolve_precision
 from viny.grid import expand, notebook_defaults
-from viny.study import CONTROL, FINETUNE, GEOMETRY
+from viny.study import CONTROL, FINETUNE, GEOMETRY, INDOMAIN, JOINT
 from viny.tasks import make_task
 from viny.train import init_encoder
 
@@ -136,7 +136,7 @@ def grid_work(grid) -> pd.DataFrame:
                     if key not in upstream:
                         upstream.add(key)
                         rows.append({"study": study, "phase": phase, "image_steps": steps})
-            if study in (FINETUNE, CONTROL):
+            if study in (FINETUNE, CONTROL, JOINT, INDOMAIN):
                 rows.append({"study": study, "phase": "finetune", "image_steps": p["train_size"] * p["epochs"]})
                 rows.append({"study": study, "phase": "evaluate", "image_steps": p["test_size"]})
             if study == GEOMETRY:

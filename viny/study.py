@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["MODEL", "SIMMIM", "INTERMEDIATE", "FINETUNE", "CONTROL", "GEOMETRY", "RESULTS", "FILES", "RANDOM_INIT_SMALL_POSITIONS", "IntermediateTask", "INTERMEDIATE_TASKS",
+__all__ = ["MODEL", "SIMMIM", "INTERMEDIATE", "FINETUNE", "CONTROL", "JOINT", "INDOMAIN", "GEOMETRY", "RESULTS", "FILES", "RANDOM_INIT_SMALL_POSITIONS", "IntermediateTask", "INTERMEDIATE_TASKS",
            "RANDOM_INIT", "PRETRAINED", "encoder_label", "NOTEBOOKS"]
 
 # studies: the grid files' section names, one per notebook
@@ -16,9 +16,12 @@ MODEL, SIMMIM, INTERMEDIATE, FINETUNE, GEOMETRY, RESULTS = "model", "simmim", "i
 # the baseline's control (04_finetune with init: timm): random init without the authors'
 # N(0,1) position embeddings, which already carry the Pets "object in the centre" prior
 CONTROL = "control"
+# beyond the paper (issue #34), 04_finetune too: joint training (fine-tuning + the auxiliary SimMIM
+# loss, aux_mim_weight) and fine-tuning from the shipped in-domain encoder (pretrain_data: pets)
+JOINT, INDOMAIN = "joint", "indomain"
 
 # the notebook of each study (notebooks/<name>.py); a grid may run one notebook under several study names
-NOTEBOOKS = {MODEL: "01_model", SIMMIM: "02_simmim", INTERMEDIATE: "03_intermediate", FINETUNE: "04_finetune", CONTROL: "04_finetune",
+NOTEBOOKS = {MODEL: "01_model", SIMMIM: "02_simmim", INTERMEDIATE: "03_intermediate", FINETUNE: "04_finetune", CONTROL: "04_finetune", JOINT: "04_finetune", INDOMAIN: "04_finetune",
              GEOMETRY: "05_geometry", RESULTS: "06_results"}
 
 # files a notebook writes into its cell folder (and the report / findings read)

@@ -28,6 +28,7 @@ from viny.errors import VinyError
 __all__ = ["Upstream", "INTERMEDIATES", "NOTEBOOK_NAMES", "notebook_chains", "check_chains", "chain_defaults"]
 
 Source = Literal["shipped", "train"]
+Data = Literal["imagenette", "pets"]
 Intermediate = Literal["none", "cls_intel", "cls_pets", "spatial", "spatial_intel"]
 Init = Literal["reference", "timm"]
 Model = Literal["viny", "viny_test"]
@@ -45,6 +46,7 @@ class Upstream:
     pretrain_images: int = 0  # 0: no pre-training (random init)
     pretrain_source: Source = "shipped"  # shipped (viny/pretrained: 2368, 4734 or 9469 images) or train (here, in the store)
     pretrain_epochs: int = 0  # 0 with shipped: as its card says; train: >= 1
+    pretrain_data: Data = "imagenette"  # imagenette (the paper's arm) or pets (the shipped in-domain encoder; beyond the paper)
     intermediate: Intermediate = "none"
     intermediate_epochs: int = 3
     intermediate_images: int = 0  # 0: all training images of the task
@@ -83,21 +85,32 @@ class Upstream:
         if self.pretrain_images and self.pretrain_source == "train" and self.pretrain_epochs < 1:
             bad("pretrain_epochs", f"pre-training {self.pretrain_images} images here needs at least 1 epoch "
                                    f"(0 means 'as the shipped card says' and goes with {names.get('pretrain_source', 'pretrain_source')} shipped)")
+        if self.pretrain_images and self.pretrain_data == "pets" and self.pretrain_source != "shipped":
+            bad("pretrain_data", f"pre-training on the Pets images is shipped only (viny/pretrained); set "
+                                 f"{names.get('pretrain_source', 'pretrain_source')} to shipped, or train one with viny pretrain --source pets")
         if self.pretrain_images and self.pretrain_source == "shipped":
             self._check_shipped(names)
         return self
 
     def _check_shipped(self, names: dict[str, str]) -> None:
-        from viny.pretrained import PRETRAINED_DIR, SHIPPED, card
+        from viny.pretrained import PRETRAINED_DIR, SHIPPED_BY_DATA, card
 
         name = self.shipped_name
         source = names.get("pretrain_source", "pretrain_source")
         if name is None:
-            sizes = ", ".join(str(n) for k, n in SHIPPED.items() if (PRETRAINED_DIR / f"viny_{k}.safetensors").is_file())
+            shipped = SHIPPED_BY_DATA[self.pretrain_data]
+            sizes = ", ".join(str(n) for k, n in shipped.items() if (PRETRAINED_DIR / f"viny_{k}.safetensors").is_file())
+            what = "" if self.pretrain_data == "imagenette" else " Pets"
             raise VinyError(f"{names.get('pretrain_images', 'pretrain_images')} = {self.pretrain_images}: no shipped encoder was pre-trained on "
-                            f"{self.pretrain_images} images (shipped: {sizes or 'none'}); use one of those sizes, 0 (random init), "
-                            f"or set {source} to train")
+                            f"{self.pretrain_images}{what} images (shipped: {sizes or 'none'}); use one of those sizes, 0 (random init), "
+                            + (f"or set {source} to train" if self.pretrain_data == "imagenette" else
+                               f"or set {names.get('pretrain_data', 'pretrain_data')} to imagenette"))
         config = card(name)["config"]
+        if self.pretrain_data == "pets" and self.test_size != config["test_size"]:
+            # the in-domain encoder saw every Pets image outside the nested test set of its test_size: another one would leak
+            raise VinyError(f"{names.get('test_size', 'test_size')} = {self.test_size}: the shipped {name} was pre-trained on the Pets pool "
+                            f"without the nested test set of test_size {config['test_size']} (split seed {config['split_seed']}); fine-tune "
+                            f"from it with test_size {config['test_size']} and split nested, so that its test images stay unseen")
         if self.model != config["model"]:
             raise VinyError(f"{names.get('model', 'model')} = {self.model!r}: the shipped encoders are {config['model']!r} models; "
                             f"set {source} to train, or {names.get('pretrain_images', 'pretrain_images')} to 0")
@@ -109,14 +122,24 @@ class Upstream:
     @property
     def shipped_name(self) -> str | None:
         """The shipped encoder this chain starts from (``None``: none, or not shipped)."""
-        from viny.pretrained import PRETRAINED_DIR, SHIPPED
+        from viny.pretrained import PRETRAINED_DIR, SHIPPED_BY_DATA
 
         if not self.pretrain_images or self.pretrain_source != "shipped":
             return None
-        for name, n in SHIPPED.items():
+        for name, n in SHIPPED_BY_DATA.get(self.pretrain_data, {}).items():
             if n == self.pretrain_images and (PRETRAINED_DIR / f"viny_{name}.safetensors").is_file():
                 return name
         return None
+
+    def describe(self) -> str:
+        """The chain in words, e.g. ``cls_intel (3 ep) <- shipped 9,469-image encoder``."""
+        if not self.pretrain_images:
+            start = f"random init ({self.init})"
+        elif self.pretrain_source == "shipped":
+            start = f"shipped {self.pretrain_images:,}-image encoder"
+        else:
+            start = f"SimMIM on {self.pretrain_images:,} images ({self.pretrain_epochs} ep)"
+        return start if self.intermediate == "none" else f"{self.intermediate} ({self.intermediate_epochs} ep) <- {start}"
 
     # ---- the chain's parts --------------------------------------------------------------
     def pretrained(self) -> "Upstream":
