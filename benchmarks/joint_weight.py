@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/joint_weight.py --data-root PATH
         [--weights 0 0.5 1 2] [--mask-ratios 0.5] [--encoders random simmim_imagenette9k]
         [--seeds 0] [--train-size 100] [--validation-size 100] [--epochs 100]
-        [--out runs/joint_weight] [--publish results/joint_weight]
+        [--out runs/joint_weight]
 
 Fine-tunes each encoder (``random``: viny's random init; a shipped encoder's name; or an
 encoder file) on ``--train-size`` nested Pets images for ``--epochs`` epochs (Table A1's
@@ -15,7 +15,7 @@ training pool, disjoint from the 198 test images and from the training prefix). 
 as ``viny finetune --split nested --test-size 198 --validation-size 100 --train-size 100
 --epochs 100 --aux-mim-weight W [--init-from ENCODER]``.
 
-Writes ``--publish``: ``runs.csv`` (one row per run: validation mIoU and pixel accuracy)
+Writes ``results/joint_weight`` when every run is done (``--out``/runs.csv meanwhile): ``runs.csv`` (one row per run: validation mIoU and pixel accuracy)
 and ``README.md`` generated from it: the mean validation mIoU per (W, mask ratio) over
 both encoders (and seeds), each encoder's gain over W = 0 paired by seed, and the chosen
 setting: the best mean validation mIoU over the encoders. Runs are reused, so the script
@@ -37,6 +37,7 @@ from viny.pretrained import SHIPPED, weights_path
 from viny.train import train
 
 DEFAULT_OUT = Path("runs/joint_weight")
+PUBLISH = Path(__file__).resolve().parents[1] / "results" / "joint_weight"  # read by viny.docs
 
 
 def label(encoder: str) -> str:
@@ -60,79 +61,43 @@ def config(args, encoder: str, weight: float, ratio: float, seed: int):
                        aux_mim_weight=weight, aux_mask_ratio=ratio, **start)
 
 
-def summarize(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
-    """``(per setting, gain over W = 0 per encoder, chosen)``. A setting is judged on the seeds
-    and encoders it has all of (a sweep still running is judged on what is complete)."""
-    from viny.stats import paired_difference
+README = """# The joint arm's auxiliary SimMIM weight, chosen on validation images
 
-    keys = ["aux_mim_weight", "aux_mask_ratio"]
-    n_enc = runs["encoder"].nunique()
-    per = runs.groupby(keys + ["encoder"])["val_miou"].mean().unstack("encoder")
-    setting = pd.DataFrame({"mean_val_miou": per.mean(axis=1), "encoders": per.notna().sum(axis=1),
-                            "runs": runs.groupby(keys).size()})
-    for enc in per.columns:
-        setting[f"val_miou {enc}"] = per[enc]
-    setting = setting.reset_index()
-    complete = setting[setting["encoders"] == n_enc]
-    best = complete.loc[complete["mean_val_miou"].idxmax()] if len(complete) else None
-    gains = []
-    base = runs[runs["aux_mim_weight"] == 0]
-    for (w, r, enc), g in runs[runs["aux_mim_weight"] > 0].groupby(keys + ["encoder"]):
-        b = base[base["encoder"] == enc].groupby("seed")["val_miou"].mean()
-        d = paired_difference(g.groupby("seed")["val_miou"].mean(), b)
-        gains.append({"aux_mim_weight": w, "aux_mask_ratio": r, "encoder": enc, **d})
-    chosen = {} if best is None else {"aux_mim_weight": float(best["aux_mim_weight"]), "aux_mask_ratio": float(best["aux_mask_ratio"]),
-                                      "mean_val_miou": float(best["mean_val_miou"])}
-    return setting, pd.DataFrame(gains), chosen
+Written by
 
+    {command}
 
-def _fmt(d: dict) -> str:
-    if d["n"] < 2:
-        return f"{d['mean']:+.2f} (n={d['n']}, no interval)"
-    return f"{d['mean']:+.2f} [{d['lo']:+.2f}, {d['hi']:+.2f}] (n={d['n']})"
-
-
-def readme(runs: pd.DataFrame, args_line: str) -> str:
-    setting, gains, chosen = summarize(runs)
-    encs = sorted(runs["encoder"].unique())
-    seeds = sorted(int(s) for s in runs["seed"].unique())
-    head = "| W (aux_mim_weight) | mask ratio | mean over encoders | " + " | ".join(encs) + " | runs |\n|---|---|---|" + "---|" * len(encs) + "---|\n"
-    rows = "".join(f"| {r['aux_mim_weight']:g} | {r['aux_mask_ratio']:g} | {r['mean_val_miou']:.2f} | "
-                   + " | ".join("-" if pd.isna(r[f'val_miou {e}']) else f"{r[f'val_miou {e}']:.2f}" for e in encs)
-                   + f" | {int(r['runs'])} |\n" for _, r in setting.iterrows())
-    gain_rows = "".join(f"| {g.aux_mim_weight:g} | {g.aux_mask_ratio:g} | {g.encoder} | {_fmt(g._asdict())} |\n" for g in gains.itertuples())
-    n, epochs = int(runs["train_size"].iloc[0]), int(runs["epochs"].iloc[0])
-    vsize, tsize = int(runs["validation_size"].iloc[0]), int(runs["test_size"].iloc[0])
-    pick = (f"**Chosen: W = {chosen['aux_mim_weight']:g}, mask ratio {chosen['aux_mask_ratio']:g}** (mean validation mIoU "
-            f"{chosen['mean_val_miou']:.2f} % over the {len(encs)} encoders and seed(s) {', '.join(map(str, seeds))}): the setting "
-            "with the best mean validation mIoU over the encoders." if chosen else "No setting has runs for every encoder yet.")
-    return f"""# The joint arm's auxiliary SimMIM weight, chosen on validation images
-
-Written by `{args_line}` from `runs.csv` (do not edit by hand; rerun the script).
+from `runs.csv`, with the numbers computed by `viny.docs` (rerun the script, or
+`python -m viny.docs`, rather than editing them).
 
 **What was measured.** Fine-tuning on {n} nested Pets training images for {epochs} epochs (the
-staged grid's finetune recipe: Table A1, lr 0.002, weight decay 1e-4), from {' and from '.join(encs)},
-seed(s) {', '.join(map(str, seeds))}, with the segmentation loss plus W x SimMIM's masked L1 on the same
-augmented batch (`aux_mim_weight` W; W = 0 is the plain, sequential fine-tune). Scored on the
-{vsize} *validation* images (the end of the nested training pool: disjoint from the {tsize} test images
-and from every training prefix); the test images were never scored. Dataset-level mIoU in %.
-`viny finetune --split nested --test-size {tsize} --validation-size {vsize} --train-size {n} --epochs {epochs}
---aux-mim-weight W --aux-mask-ratio R [--init-from viny/pretrained/viny_simmim_imagenette9k.safetensors]`.
+staged grid's finetune recipe: Table A1, lr 0.002, weight decay 1e-4, batch 64) with the
+segmentation loss plus W x SimMIM's masked L1 on the same augmented batch (`aux_mim_weight` W;
+W = 0 is the plain, sequential fine-tune): <!--viny:joint_scope--><!--/viny-->. Scored on the
+{vsize} *validation* images (the end of the nested training pool: disjoint from the {tsize} test
+images and from every training prefix); the test images were never scored. Dataset-level mIoU in %.
+One run is `viny finetune --data PATH --split nested --test-size {tsize} --validation-size {vsize}
+--train-size {n} --epochs {epochs} --aux-mim-weight W --aux-mask-ratio R [--init-from
+viny/pretrained/viny_simmim_imagenette9k.safetensors]`.
 
-{pick}
+**Chosen: <!--viny:joint_chosen--><!--/viny-->**, the setting with the best mean validation
+mIoU over the encoders (params/staged.yaml's `joint` study).
 
 ## Validation mIoU per setting
 
-{head}{rows}
+<!--viny:joint_table-->
+<!--/viny-->
+
 ## Gain over W = 0, per encoder
 
-Validation mIoU points, paired by seed (95 % t interval when there are two or more seeds).
-One seed on 100 validation images is a noisy yardstick: this chooses a weight for the grid,
-whose test-set cells (3 seeds) then say whether the joint arm helps; it is not itself that finding.
+Validation mIoU points, paired by seed (with the 95 % t interval where there are two or more
+seeds). A few seeds on {vsize} validation images is a noisy yardstick: this chooses a weight for
+the grid, whose test-set cells (3 seeds) then say whether the joint arm helps; it is not itself
+that finding.
 
-| W | mask ratio | encoder | gain (points) |
-|---|---|---|---|
-{gain_rows}"""
+<!--viny:joint_gains-->
+<!--/viny-->
+"""
 
 
 def main() -> None:
@@ -147,7 +112,6 @@ def main() -> None:
     ap.add_argument("--test-size", type=int, default=198, help="held out as in the staged grid (never scored here)")
     ap.add_argument("--epochs", type=int, default=100)
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    ap.add_argument("--publish", type=Path, default=Path("results/joint_weight"))
     ap.add_argument("--no-run", action="store_true", help="train nothing; write the README from the runs that exist")
     args = ap.parse_args()
     rows = []
@@ -172,23 +136,26 @@ def main() -> None:
                                  "val_miou": 100 * res["miou"], "val_pixel_accuracy": 100 * res["pixel_accuracy"],
                                  "final_train_loss": res.get("final_train_loss")})
                     print(f"  validation mIoU {rows[-1]['val_miou']:.2f}", flush=True)
-                    if not args.no_run:
-                        _write(args, rows)
+                    pd.DataFrame(rows).to_csv(args.out / "runs.csv", index=False)  # progress; results/ only when the sweep is done
     _write(args, rows)
 
 
 def _write(args, rows: list[dict]) -> None:
+    from viny import docs
+
     if not rows:
         return
     runs = pd.DataFrame(rows)
-    args.publish.mkdir(parents=True, exist_ok=True)
-    runs.to_csv(args.publish / "runs.csv", index=False)
-    line = "python benchmarks/joint_weight.py --data-root PATH " + " ".join(
+    PUBLISH.mkdir(parents=True, exist_ok=True)
+    runs.to_csv(PUBLISH / "runs.csv", index=False)
+    docs._joint_runs.cache_clear()
+    command = "python benchmarks/joint_weight.py --data-root PATH " + " ".join(
         f"--{k} {' '.join(f'{v:g}' if isinstance(v, float) else str(v) for v in vals)}" for k, vals in
         (("weights", args.weights), ("mask-ratios", args.mask_ratios), ("encoders", args.encoders), ("seeds", args.seeds)))
-    (args.publish / "README.md").write_text(readme(runs, line))
-    _, _, chosen = summarize(runs)
-    (args.publish / "chosen.json").write_text(json.dumps(chosen, indent=1) + "\n")
+    r = runs.iloc[0]
+    text = README.format(command=command, n=int(r["train_size"]), epochs=int(r["epochs"]), vsize=int(r["validation_size"]), tsize=int(r["test_size"]))
+    (PUBLISH / "README.md").write_text(docs.render(text))
+    (PUBLISH / "chosen.json").write_text(json.dumps(docs.joint_weight_summary(runs)[2], indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -132,4 +132,5 @@ if curve.source:
 # %%
 nb.write_metrics({"pretrain_images": pretrain_images, "epochs": epochs or len(losses),
                   "encoder_source": describe_encoder(encoder_path), "curve_source": curve.source,
-                  **results, **{f"yardstick_{k}": v for k, v in yardstick.items()}})
+                  **results, "card_yardstick_ratio": results.get("yardstick_ratio"),  # the run's own held-out images
+                  **{f"yardstick_{k}": v for k, v in yardstick.items()}})  # this notebook's held-out images

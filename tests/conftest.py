@@ -8,10 +8,19 @@ from PIL import Image
 
 import viny  # noqa: F401  (registers the timm models)
 
+# One intra-op thread per test process (VINY_TEST_THREADS overrides). The tests' models are
+# tiny: with torch's default of a thread per core every small op is an OpenMP parallel region
+# whose threads spin-wait for each other, and on 2 cores shared with other work that made
+# `pytest -m "not slow"` 2-3x slower (188 s against 81 s at load 3). The kernels and workers
+# the tests start inherit it through OMP_NUM_THREADS unless the grid sets their threads.
+TEST_THREADS = int(os.environ.get("VINY_TEST_THREADS", "1"))
+os.environ.setdefault("OMP_NUM_THREADS", str(TEST_THREADS))
+
 
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+    torch.set_num_threads(TEST_THREADS)  # again per test: a grid run in this process sets its own
 
 
 @pytest.fixture(autouse=True, scope="session")

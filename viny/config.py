@@ -1,13 +1,8 @@
 """Typed configurations of the three training phases, with the paper's values as defaults.
 
 Defaults are the paper's Table A1 (the ``paper`` preset). The ``reference`` preset holds
-the values of the authors' code where they differ (docs/authors_code.md):
-
-| phase | paper (default) | reference (authors' code) |
-|---|---|---|
-| pretrain | AdamW lr 1e-4, wd 0.05, {50, 85} x0.1, 100 ep | lr 1e-3, gamma 0.5; L1 / #masked |
-| intermediate | AdamW lr 8e-4, wd 0, {180, 190} x0.1, 200 ep | Adam; MixUp 0.1; NEAREST resize |
-| finetune | AdamW lr 2e-3, wd 1e-4, {70, 90, 95} x0.5, 100 ep | no mean/std normalisation; NEAREST resize |
+the values of the authors' code where they differ (docs/authors_code.md); :data:`PRESETS`
+is the one table of them, shown in docs/deviations.md (generated from it by viny.docs).
 
 The ``small_compute`` preset (pre-training only: lr 1e-3, x0.5 at the same milestones) was
 chosen by a fixed-budget sweep on held-out reconstruction (docs/pretrain_sweep.md); it

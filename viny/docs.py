@@ -456,6 +456,80 @@ def v_val_table() -> str:
     return "\n".join(lines)
 
 
+# ---------------------------------------------------------------- the joint arm's weight on validation (results/joint_weight)
+
+def joint_weight_summary(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """``(per setting, gain over W = 0, chosen)`` of ``benchmarks/joint_weight.py``'s runs: the
+    mean validation mIoU per (W, mask ratio) and encoder, each W's gain over W = 0 paired by
+    seed per encoder, and the setting with the best mean over the encoders (judged on the
+    settings that every encoder has run: a sweep still running is judged on what is complete)."""
+    from viny.stats import paired_difference
+
+    keys = ["aux_mim_weight", "aux_mask_ratio"]
+    per = runs.groupby(keys + ["encoder"])["val_miou"].mean().unstack("encoder")
+    setting = pd.DataFrame({"mean_val_miou": per.mean(axis=1), "encoders": per.notna().sum(axis=1), "runs": runs.groupby(keys).size()})
+    for enc in per.columns:
+        setting[f"val_miou {enc}"] = per[enc]
+    setting = setting.reset_index()
+    complete = setting[setting["encoders"] == runs["encoder"].nunique()]
+    gains = []
+    base = runs[runs["aux_mim_weight"] == 0]
+    for (w, r, enc), g in runs[runs["aux_mim_weight"] > 0].groupby(keys + ["encoder"]):
+        d = paired_difference(g.groupby("seed")["val_miou"].mean(), base[base["encoder"] == enc].groupby("seed")["val_miou"].mean())
+        gains.append({"aux_mim_weight": w, "aux_mask_ratio": r, "encoder": enc, **d})
+    if not len(complete):
+        return setting, pd.DataFrame(gains), {}
+    best = complete.loc[complete["mean_val_miou"].idxmax()]
+    return setting, pd.DataFrame(gains), {"aux_mim_weight": float(best["aux_mim_weight"]), "aux_mask_ratio": float(best["aux_mask_ratio"]),
+                                          "mean_val_miou": float(best["mean_val_miou"])}
+
+
+@lru_cache(maxsize=None)
+def _joint_runs() -> pd.DataFrame:
+    path = RESULTS / "joint_weight" / "runs.csv"
+    return pd.read_csv(path) if path.is_file() else pd.DataFrame(columns=["encoder", "aux_mim_weight", "aux_mask_ratio", "seed", "val_miou"])
+
+
+@_value
+def v_joint_chosen() -> str:
+    """The chosen weight (and mask ratio) of the joint arm, from results/joint_weight/runs.csv."""
+    if _joint_runs().empty:
+        return "not measured yet"
+    chosen = joint_weight_summary(_joint_runs())[2]
+    return f"W = {chosen['aux_mim_weight']:g} (mask ratio {chosen['aux_mask_ratio']:g})" if chosen else "none yet"
+
+
+@_value
+def v_joint_scope() -> str:
+    """What the sweep covers: encoders, seeds, runs."""
+    runs = _joint_runs()
+    seeds = sorted(int(s) for s in runs["seed"].unique())
+    return (f"{len(runs)} runs: {' and '.join(sorted(runs['encoder'].unique()))}, seed{'s' if len(seeds) > 1 else ''} "
+            f"{', '.join(map(str, seeds))}, W in {{{', '.join(f'{w:g}' for w in sorted(runs['aux_mim_weight'].unique()))}}}")
+
+
+@_value
+def v_joint_table() -> str:
+    """Validation mIoU (%) per (W, mask ratio): the mean over the encoders, and each encoder's (mean over seeds)."""
+    setting = joint_weight_summary(_joint_runs())[0]
+    encs = [c.removeprefix("val_miou ") for c in setting.columns if c.startswith("val_miou ")]
+    lines = ["| W (aux_mim_weight) | mask ratio | mean over encoders | " + " | ".join(encs) + " | runs |", "|---|---|---|" + "---|" * len(encs) + "---|"]
+    for _, r in setting.iterrows():
+        mean = f"{r['mean_val_miou']:.2f}" if r["encoders"] == len(encs) else "-"
+        lines.append(f"| {r['aux_mim_weight']:g} | {r['aux_mask_ratio']:g} | {mean} | "
+                     + " | ".join("-" if pd.isna(r[f'val_miou {e}']) else f"{r[f'val_miou {e}']:.2f}" for e in encs) + f" | {int(r['runs'])} |")
+    return "\n".join(lines)
+
+
+@_value
+def v_joint_gains() -> str:
+    """Each W's validation gain over W = 0, per encoder, paired by seed."""
+    gains = joint_weight_summary(_joint_runs())[1]
+    lines = ["| W | mask ratio | encoder | gain over W = 0 (points) | seeds |", "|---|---|---|---|---|"]
+    lines += [f"| {g.aux_mim_weight:g} | {g.aux_mask_ratio:g} | {g.encoder} | {interval(g._asdict())} | {g.n} |" for g in gains.itertuples()]
+    return "\n".join(lines)
+
+
 # ---------------------------------------------------------------- the shipped encoders (viny.pretrained.SHIPPED and their cards)
 
 def _preset_of(cfg: dict) -> str:

@@ -313,9 +313,8 @@ def _indomain_steps() -> tuple[str, int, int] | None:
 def _along_2k(along: str | Path | None):
     """``(downstream fine-tunes, pre-training images)`` along the 2.4k run (``(None, 0)``: not there)."""
     from viny.files import project_path
-    from viny.selection import DOWNSTREAM_CSV
 
-    path = project_path(along or ALONG_2K) / DOWNSTREAM_CSV
+    path = project_path(along or ALONG_2K) / "downstream.csv"  # viny.selection.DOWNSTREAM_CSV (which imports this module)
     return (pd.read_csv(path), 2368) if path.is_file() else (None, 0)
 
 

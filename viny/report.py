@@ -122,7 +122,8 @@ def _made_by(rows: pd.DataFrame | pd.Series) -> str:
     commits = pd.Series([_commit_text(c, d) for c, d in zip(_recorded(rows, "commit"), _recorded(rows, "dirty"))], index=rows.index)
     machines = pd.Series([_machine_text(*v) for v in zip(_recorded(rows, "device"), _recorded(rows, "cpu_model"), _recorded(rows, "gpu_model"))],
                          index=rows.index)
-    text = f"made by {_tally(notebooks)}" + (f" from {' and '.join(cells)}" if cells else "")
+    names = list(dict.fromkeys(notebooks.astype(str)))
+    text = f"made by {' and '.join(names)}" + (f" from {' and '.join(cells)}" if cells else "")
     if (commits == NOT_RECORDED).all() and (machines == NOT_RECORDED).all():
         text += f"; commit, processor and precision {NOT_RECORDED}"
     else:
@@ -421,8 +422,11 @@ def _pretraining_sections(table: pd.DataFrame, charts: dict) -> list[str]:
         sections.append(_across_runs_html(across) + _made_by(pd.DataFrame([r for r, _, scores in curves if scores is not None])))
     if len(sim_rows):
         r = sim_rows.iloc[0]
-        yard = (f" Held-out reconstruction: L1 {r['yardstick_l1']:.3f} = {r['yardstick_ratio']:.2f} x the mean-colour predictor's."
-                if "yardstick_ratio" in r and pd.notna(r["yardstick_ratio"]) else "")
+        card = r.get("card_yardstick_ratio")
+        card = f" (its own run's held-out images: {card:.3f})" if card is not None and pd.notna(card) else ""
+        yard = (f" Held-out reconstruction on the {int(r['yardstick_images'])} held-out Intel images of this grid's data: L1 "
+                f"{r['yardstick_l1']:.3f} = {r['yardstick_ratio']:.3f} x the mean-colour predictor's{card}."
+                if "yardstick_ratio" in r and pd.notna(r["yardstick_ratio"]) and pd.notna(r.get("yardstick_images")) else "")
         sections.append("<h2>SimMIM reconstructions (Fig. 2)</h2><p class='note'>Encoder: "
                         f"{html.escape(str(r.get('encoder_source', '?')))}; rows: original, masked input (mask ratio 0.5, masked "
                         f"patches grey), reconstruction (visible patches kept, masked ones predicted).{yard}</p>"

@@ -137,7 +137,8 @@ def grid_work(grid) -> pd.DataFrame:
                         upstream.add(key)
                         rows.append({"study": study, "phase": phase, "image_steps": steps})
             if study in (FINETUNE, CONTROL, JOINT, INDOMAIN):
-                rows.append({"study": study, "phase": "finetune", "image_steps": p["train_size"] * p["epochs"]})
+                joint = 2 if p.get("aux_mim_weight") else 1  # the joint arm: a second encoder pass (masked images) and the decoder
+                rows.append({"study": study, "phase": "finetune", "image_steps": p["train_size"] * p["epochs"] * joint})
                 rows.append({"study": study, "phase": "evaluate", "image_steps": p["test_size"]})
             if study == GEOMETRY:
                 n = min(p["num_images"], size_cache[root]["pets"])
