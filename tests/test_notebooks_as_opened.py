@@ -85,7 +85,13 @@ def test_each_notebook_runs_all_in_jupyterlab(project, tmp_path):
 
     root, runs = project
     port = _free_port()
-    env = {**os.environ, "VINY_RUNS": str(runs)}
+    # every cell in the page (JupyterLab 4 renders only the cells in view by default: charts below would not exist),
+    # and a workspace of this test's own
+    settings = tmp_path / "settings" / "@jupyterlab" / "notebook-extension"
+    settings.mkdir(parents=True)
+    (settings / "tracker.jupyterlab-settings").write_text(json.dumps({"windowingMode": "none"}))
+    env = {**os.environ, "VINY_RUNS": str(runs), "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "settings"),
+           "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "workspaces")}
     log = tmp_path / "server.log"
     server = subprocess.Popen(
         [sys.executable, "-m", "jupyterlab", "--no-browser", f"--port={port}", "--ServerApp.ip=127.0.0.1", "--IdentityProvider.token=",
@@ -109,7 +115,7 @@ def test_each_notebook_runs_all_in_jupyterlab(project, tmp_path):
                 page = browser.new_page(viewport={"width": 1280, "height": 1600})
                 page.route("**/*", lambda route: route.continue_() if route.request.url.startswith((base, "data:", "blob:", "ws:")) else route.abort())
                 page.on("pageerror", lambda e, name=name: errors.append(f"{name}: {e}"))
-                page.goto(f"{base}/lab/tree/{name}.ipynb", timeout=120000)
+                page.goto(f"{base}/lab/tree/{name}.ipynb?reset", timeout=120000)  # ?reset: only this notebook open
                 page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=120000)
                 page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle'], .jp-DebuggerBugButton", timeout=120000)
                 page.locator(".jp-Notebook").first.click()
@@ -117,12 +123,12 @@ def test_each_notebook_runs_all_in_jupyterlab(project, tmp_path):
                 page.get_by_role("menuitem", name="Run All Cells").first.click()
                 # every code cell finished: each input prompt shows its execution count, none is queued or running
                 page.wait_for_function(
-                    "() => { const p = [...document.querySelectorAll('.jp-Notebook .jp-CodeCell .jp-InputPrompt')].map(e => e.textContent.trim());"
+                    "() => { const p = [...document.querySelectorAll('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell .jp-InputPrompt')].map(e => e.textContent.trim());"
                     " return p.length > 0 && p.every(t => /^\\[\\d+\\]:$/.test(t)); }", timeout=420000)
                 page.wait_for_timeout(1500)
                 assert page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.error']").count() == 0, \
                     f"{name}: " + page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.error']").first.inner_text()[:500]
-                charts = page.locator(".jp-OutputArea-output .vega-embed")
+                charts = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-OutputArea-output .vega-embed")
                 assert charts.count() >= CHARTS[name], f"{name}: {charts.count()} charts"
                 for i in range(charts.count()):
                     assert charts.nth(i).locator("svg, canvas").count() >= 1, f"{name}: chart {i + 1} is blank"
