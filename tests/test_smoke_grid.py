@@ -89,6 +89,11 @@ def test_report_renders_offline_in_a_real_browser(report):
         assert page.evaluate("window.vinyErrors") == []
         for fig in ("fig3", "fig4", "fig5", "fig6"):
             assert page.locator(f"#{fig} svg").count() >= 1, fig
+            # provenance under every figure: the notebook, cells and commit that made it, and the CPU
+            caption = page.locator(f"#{fig} ~ p.madeby").first
+            assert caption.is_visible() and "made by notebooks/" in caption.inner_text() and "commit" in caption.inner_text(), fig
+        assert page.locator("p.madeby").count() >= page.locator("table").count() - 1  # and under the tables (the appendix is its own)
+        assert page.get_by_role("heading", name="Provenance").is_visible()
         heat = "#fig6 .mark-rect path"
 
         def fills():
