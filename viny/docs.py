@@ -719,6 +719,9 @@ Intervals are 95 % t intervals over 3 seeds of paired differences, in mIoU point
   `benchmarks/along_pretraining.py RUN --data-root PATH`. The 9.5k run's last snapshot beats random
   init by <!--viny:along_gain simmim_9469 100--><!--/viny--> points at 100 images (50 fine-tuning epochs); DSE's pick is
   <!--viny:pick_diff simmim_9469 100--><!--/viny--> points against the last snapshot's.
+- [`joint_weight/`](joint_weight/README.md): the joint arm's auxiliary SimMIM weight (beyond the
+  paper), chosen on 100 validation images of the training pool: <!--viny:joint_chosen--><!--/viny-->.
+  `benchmarks/joint_weight.py --data-root PATH`.
 - [`timings.csv`](timings.csv): measured wall times per CPU kind (`docs/performance.md`).
 
 ## What they show
