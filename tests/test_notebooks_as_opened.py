@@ -111,7 +111,10 @@ def test_each_notebook_runs_all_in_jupyterlab(project, tmp_path):
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu", "--no-first-run",
                                                                        "--disable-background-networking", "--disable-component-update"])
-            for name in ORDER:
+            from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+            def run_all(name):
+                """Open the notebook in a new page, Run All, wait until every code cell has run."""
                 page = browser.new_page(viewport={"width": 1280, "height": 1600})
                 page.route("**/*", lambda route: route.continue_() if route.request.url.startswith((base, "data:", "blob:", "ws:")) else route.abort())
                 page.on("pageerror", lambda e, name=name: errors.append(f"{name}: {e}"))
@@ -124,7 +127,19 @@ def test_each_notebook_runs_all_in_jupyterlab(project, tmp_path):
                 # every code cell finished: each input prompt shows its execution count, none is queued or running
                 page.wait_for_function(
                     "() => { const p = [...document.querySelectorAll('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell .jp-InputPrompt')].map(e => e.textContent.trim());"
-                    " return p.length > 0 && p.every(t => /^\\[\\d+\\]:$/.test(t)); }", timeout=420000)
+                    " return p.length > 0 && p.every(t => /^\\[\\d+\\]:$/.test(t)); }", timeout=300000)
+                return page
+
+            for name in ORDER:
+                try:
+                    page = run_all(name)
+                except PlaywrightTimeout:
+                    # once seen in a fresh clone: a notebook's cells stayed queued behind a kernel that had not
+                    # come up; the page as it was is kept, and a new page on the same server must then run it all
+                    for old in [pg for ctx in browser.contexts for pg in ctx.pages]:
+                        old.screenshot(path=str(tmp_path / f"{name}-timed-out.png"))
+                        old.close(run_before_unload=False)
+                    page = run_all(name)
                 page.wait_for_timeout(1500)
                 assert page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.error']").count() == 0, \
                     f"{name}: " + page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.error']").first.inner_text()[:500]
