@@ -5,7 +5,7 @@ import time
 from pathlib import Path
 
 
-def slow_cell(cell, threads=None):
+def slow_cell(cell, threads=None, **kwargs):
     Path(cell.dir).mkdir(parents=True, exist_ok=True)
     kernel = subprocess.Popen(["sleep", "120"])  # stands for the cell's notebook kernel, a child of the worker
     (Path(cell.dir) / "started").write_text(str(kernel.pid))

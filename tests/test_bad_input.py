@@ -261,7 +261,7 @@ def test_rerunning_the_demo_runs_its_failed_cells_again(tmp_path, monkeypatch, c
 
     runs = []
 
-    def failing_cell(cell, threads=None):
+    def failing_cell(cell, threads=None, **kwargs):
         runs.append(cell.id)
         record = {"status": "failed", "study": cell.study, "cell": cell.id, "error": "RuntimeError: boom"}
         atomic_write_json(G.Path(cell.dir) / "status.json", record)

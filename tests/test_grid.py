@@ -93,7 +93,7 @@ def test_cells_run_one_seed_of_everything_first(tmp_path, monkeypatch):
                                      "    axes: {x: [1, 3], label: [p, q], seed: [0, 1]}\n")
     grid = load_grid(tmp_path / "g.yaml")
     ran = []
-    monkeypatch.setattr(G, "run_cell", lambda cell, threads=None: ran.append(cell.id) or {"status": "done", "study": "s", "cell": cell.id})
+    monkeypatch.setattr(G, "run_cell", lambda cell, threads=None, **kwargs: ran.append(cell.id) or {"status": "done", "study": "s", "cell": cell.id})
     run_grid(grid, quiet=True)
     assert ran == ["x=1,label=p,seed=0", "x=3,label=p,seed=0", "x=1,label=q,seed=0", "x=3,label=q,seed=0",
                    "x=1,label=p,seed=1", "x=3,label=p,seed=1", "x=1,label=q,seed=1", "x=3,label=q,seed=1"]
@@ -116,7 +116,7 @@ def test_a_study_that_reads_the_grid_reruns_when_other_cells_change(tmp_path, mo
     (tmp_path / "notebooks" / "summary.py").write_text('# %% tags=["parameters"]\ngrid_dir: str = ""\noutput_dir: str = ""\n')
     runs = []
 
-    def fake_run_cell(cell, threads=None):  # the bookkeeping only; papermill is tested above
+    def fake_run_cell(cell, threads=None, **kwargs):  # the bookkeeping only; papermill is tested above
         runs.append(cell.study)
         record = {"status": "done", "study": cell.study, "cell": cell.id, "params": cell.params}
         atomic_write_json(G.Path(cell.dir) / "status.json", record)
@@ -153,7 +153,7 @@ def test_independent_studies_share_one_pool_and_grid_readers_run_last(tmp_path, 
     grid = load_grid(tmp_path / "g.yaml")
     batches, tables = [], []
 
-    def fake_run_cell(cell, threads=None):
+    def fake_run_cell(cell, threads=None, **kwargs):
         tables.append((grid.out / "results.parquet").is_file())
         atomic_write_json(G.Path(cell.dir) / "status.json", record := {"status": "done", "study": cell.study, "cell": cell.id})
         return record
@@ -180,7 +180,7 @@ def test_a_grid_reader_sees_every_cell_of_its_grid_even_when_none_ran_before_it(
     (tmp_path / "notebooks" / "summary.py").write_text('# %% tags=["parameters"]\ngrid_dir: str = ""\noutput_dir: str = ""\n')
     seen = []
 
-    def fake_run_cell(cell, threads=None):
+    def fake_run_cell(cell, threads=None, **kwargs):
         if cell.study == "summary":
             seen.append(len(pd.read_parquet(grid.out / "results.parquet").query("study == 's'")))
         atomic_write_json(G.Path(cell.dir) / "status.json", record := {"status": "done", "study": cell.study, "cell": cell.id})
@@ -304,7 +304,7 @@ def test_rerun_runs_every_cell_of_the_named_study_again(tmp_path, monkeypatch):
     (tmp_path / "notebooks" / "nb.py").write_text(NOTEBOOK)
     ran = []
 
-    def fake_run_cell(cell, threads=None):
+    def fake_run_cell(cell, threads=None, **kwargs):
         ran.append(cell.study)
         atomic_write_json(G.Path(cell.dir) / "status.json", record := {"status": "done", "study": cell.study, "cell": cell.id})
         return record
@@ -332,7 +332,7 @@ def _recording_run_cell(ran):
     import viny.grid as G
     from viny.files import atomic_write_json
 
-    def fake(cell, threads=None):
+    def fake(cell, threads=None, **kwargs):
         ran.append(cell.id)
         atomic_write_json(G.Path(cell.dir) / "metrics.json", {"y": cell.params["x"], "label_seen": cell.params["label"]})
         record = {"status": "done", "study": cell.study, "cell": cell.id, "params": cell.params, "params_key": cell.key}

@@ -581,17 +581,11 @@ def _kernel_config():
 def _grid_kernel_manager():
     from jupyter_client.manager import AsyncKernelManager
 
-    class GridKernelManager(AsyncKernelManager):
-        """The grid's kernel manager: jupyter_client interrupts every kernel before shutting it
-        down, and ipykernel logs that interrupt of an idle kernel as "ERROR | KeyboardInterrupt
-        caught in kernel", a line between every two cells of `make demo`. The notebook has
-        finished when its kernel is shut down, so that interrupt is skipped; a kernel that
-        does not stop is still killed after the shutdown request (jupyter_client's own path)."""
+    from viny.kernels import GridKernelMixin
 
-        async def _async_interrupt_kernel(self) -> None:
-            if self.shutting_down:
-                return
-            await super()._async_interrupt_kernel()
+    class GridKernelManager(GridKernelMixin, AsyncKernelManager):
+        """The grid's kernel manager (papermill's, for a kernel per cell): see
+        :class:`viny.kernels.GridKernelMixin`."""
 
     return GridKernelManager
 
@@ -695,9 +689,12 @@ def _watch_parent(parent: int, interval: float = 0.2) -> None:
     os._exit(1)
 
 
-def run_cell(cell: Cell, threads: int | None = None, retries: int = 3, timeout: int | None = 4 * 3600) -> dict:
+def run_cell(cell: Cell, threads: int | None = None, retries: int = 3, timeout: int | None = 4 * 3600,
+             reuse_kernel: bool = False) -> dict:
     """Execute one cell's notebook with papermill; returns (and writes) its status record.
-    A notebook cell running longer than ``timeout`` seconds fails the grid cell."""
+    A notebook cell running longer than ``timeout`` seconds fails the grid cell. With
+    ``reuse_kernel`` the notebook runs in this process's warm kernel (:mod:`viny.kernels`),
+    reset first; a cell that does not finish cleanly ends that kernel."""
     import jupytext
     import papermill as pm
 
@@ -715,12 +712,20 @@ def run_cell(cell: Cell, threads: int | None = None, retries: int = 3, timeout: 
     before = _file_signature(cdir / CELL_METRICS)  # a metrics.json left by an earlier run is not this run's
     t0 = time.perf_counter()
     config = _kernel_config()
+    cwd = str(Path(cell.notebook).parent)
+    warm = None
+    if reuse_kernel:
+        from viny.kernels import kept_kernel, reuse_wanted
+
+        warm = kept_kernel() if reuse_wanted() else None
     for attempt in range(1, retries + 1):
         record["attempts"] = attempt
+        ok = False
         try:
+            km = warm.lend(cwd, threads, config) if warm is not None else None
             pm.execute_notebook(jupytext.read(cell.notebook), str(cdir / CELL_NOTEBOOK), parameters=cell.params,
-                                kernel_name="python3", language="python", progress_bar=False, cwd=str(Path(cell.notebook).parent),
-                                start_timeout=120, execution_timeout=timeout, config=_with_kernel_ports(config))
+                                kernel_name="python3", language="python", progress_bar=False, cwd=cwd,
+                                start_timeout=120, execution_timeout=timeout, config=_with_kernel_ports(config), km=km)
             ok = (cdir / CELL_METRICS).is_file() and _file_signature(cdir / CELL_METRICS) != before
             record.update(status="done" if ok else "failed", error=None if ok else f"the notebook wrote no {CELL_METRICS}")
             break
@@ -736,6 +741,9 @@ def run_cell(cell: Cell, threads: int | None = None, retries: int = 3, timeout: 
                 record["error"] = f"the disk holding {cdir} is full; free some space and rerun the grid ({type(e).__name__}: {e})"
                 break
             time.sleep(2 * attempt)
+        finally:
+            if warm is not None:
+                warm.returned(ok)
     record["seconds"] = round(time.perf_counter() - t0, 2)
     atomic_write_json(cdir / CELL_STATUS, record)
     return record
@@ -821,7 +829,12 @@ def _run_local(cells: list[Cell], jobs: int, progress, quiet: bool = True) -> li
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)  # honours taskset / cpusets
     threads = max(1, cores // max(1, jobs))
     if jobs <= 1:
-        return [progress(run_cell(c, threads)) for c in cells]
+        from viny.kernels import close_kept_kernel
+
+        try:
+            return [progress(run_cell(c, threads, reuse_kernel=True)) for c in cells]
+        finally:
+            close_kept_kernel()
     pool = ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn"), initializer=_worker_init, initargs=(os.getpid(),))
 
     def on_sigterm(signum, frame):  # SIGTERM stops the grid like Ctrl-C: workers too, not only this process
@@ -836,7 +849,7 @@ def _run_local(cells: list[Cell], jobs: int, progress, quiet: bool = True) -> li
             if not quiet:
                 print(f"upstream: {job.chain.describe()} ready in {seconds:.0f} s", flush=True)
 
-        records = run_scheduled(cells, needs, jobs_, jobs, lambda c, t: pool.submit(run_cell, c, t), lambda j, t: pool.submit(resolve_job, j, t),
+        records = run_scheduled(cells, needs, jobs_, jobs, lambda c, t: pool.submit(run_cell, c, t, reuse_kernel=True), lambda j, t: pool.submit(resolve_job, j, t),
                                 progress, cores, on_job_error=_upstream_failed, on_job_done=on_job)
     except BaseException:
         _stop_workers(pool)
