@@ -53,10 +53,14 @@ class DiagnosticImages:
 
 
 def diagnostic_images(data: str | None = None, num_images: int = 2000, probe_test_fraction: float = 0.25, seed: int = 0,
-                      size: int = 128, patch_size: int = 16, cache_dir=None, progress: bool = False) -> DiagnosticImages:
-    """Up to ``num_images`` Pets images (a seeded sample of the pool), split for the probe."""
+                      size: int = 128, patch_size: int = 16, cache_dir=None, progress: bool = False,
+                      exclude: np.ndarray | None = None) -> DiagnosticImages:
+    """Up to ``num_images`` Pets images (a seeded sample of the pool, without the indices in
+    ``exclude``, e.g. a fine-tuning test set), split for the probe."""
     pets = load_pets(data, size, cache_dir=cache_dir, progress=progress)
     valid = np.flatnonzero(pets.arrays.valid)
+    if exclude is not None:
+        valid = np.setdiff1d(valid, np.asarray(exclude))
     perm = torch.randperm(len(valid), generator=torch.Generator().manual_seed(seed)).numpy()
     index = np.sort(valid[perm[: min(num_images, len(valid))]])
     images = np.ascontiguousarray(pets.arrays.images[index])

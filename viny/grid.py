@@ -33,7 +33,9 @@ their key (:func:`cell_key`), and a cell whose grid now gives it other parameter
 instead of being relabelled; an unreadable ``status.json`` or ``metrics.json`` makes its cell
 pending too. Cell folder names are unique by construction (:func:`_slug`), study names
 cannot leave ``<out>/cells``, and a grid holds its output folder while it runs (a second grid
-there is refused naming the first one's pid). Executors: ``local`` (bounded worker processes, each kernel with its own
+there is refused naming the first one's pid). Executors: ``local`` (bounded worker processes, each
+running its cells one after another in a warm kernel of its own, reset between cells, a fresh one
+after a failed cell (:mod:`viny.kernels`; ``VINY_FRESH_KERNELS=1``: a kernel per cell), each worker with its own
 IPython folder, kernel starts retried, each kernel's ports from a slot of its worker's own
 (:func:`kernel_ports`), workers and kernels ending with the grid however it ends,
 ``kill -9`` included: :func:`_worker_init`) and ``ray`` (one Ray task per cell, on any node of
