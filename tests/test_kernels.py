@@ -57,7 +57,7 @@ def test_cells_share_a_warm_kernel_with_an_empty_namespace_and_a_failure_ends_it
         again = G.run_cell(_cell(tmp_path, 1, "d"), 1, reuse_kernel=True)
         d = _metrics(_cell(tmp_path, 1, "d"))
         assert again["status"] == "done" and d["pid"] != a["pid"] and not d["leaked"]
-        fresh = G.run_cell(_cell(tmp_path, 3, "e"), 1)  # a kernel of its own: the same result as in the warm one
+        assert G.run_cell(_cell(tmp_path, 3, "e"), 1)["status"] == "done"  # a kernel of its own: the same result as in the warm one
         e = _metrics(_cell(tmp_path, 3, "e"))
         assert e["y"] == b["y"] and e["pid"] != d["pid"]
     finally:
