@@ -408,6 +408,57 @@ def v_across_pairs() -> str:
     return str(len(across_runs()))
 
 
+# ---------------------------------------------------------------- the selection study across encoders (results/encoder_selection)
+
+ENCODER_SELECTION = RESULTS / "encoder_selection"
+
+
+@lru_cache(maxsize=None)
+def encoder_selection() -> pd.DataFrame:
+    return pd.read_csv(ENCODER_SELECTION / "selection.csv")
+
+
+def _encsel(pool: str, train_size: str, score: str) -> dict:
+    t = encoder_selection()
+    return t[(t["pool"] == pool) & (t["train_size"] == int(train_size)) & (t["score"] == score)].iloc[0].to_dict()
+
+
+@_value
+def v_encsel_table(pool: str = "encoders") -> str:
+    """Per fine-tuning size and score: Kendall's tau with mIoU (bootstrap 95 % interval), the
+    pick, its regret (points, paired by seed) and the verdict."""
+    t = encoder_selection()
+    t = t[t["pool"] == pool]
+    lines = ["| fine-tuning images | score | encoders | tau [95 % interval] | picks | regret (points) | verdict |", "|---|---|---|---|---|---|---|"]
+    for r in t.itertuples():
+        regret = interval({"mean": r.regret, "lo": r.regret_lo, "hi": r.regret_hi}) if r.regret != 0 else "0 (the best)"
+        lines.append(f"| {r.train_size} | {r.label} | {r.encoders} | {r.tau:+.2f} [{r.tau_lo:+.2f}, {r.tau_hi:+.2f}] | {r.picks} | {regret} | {r.verdict} |")
+    return "\n".join(lines)
+
+
+@_value
+def v_encsel_tau(pool: str, train_size: str, score: str) -> str:
+    """Kendall's tau of one score with fine-tuned mIoU over a pool, with its bootstrap interval."""
+    r = _encsel(pool, train_size, score)
+    return f"{r['tau']:+.2f} [{r['tau_lo']:+.2f}, {r['tau_hi']:+.2f}]"
+
+
+@_value
+def v_encsel_pick(pool: str, train_size: str, score: str) -> str:
+    """The encoder a score picks in a pool, and its regret (points, paired by seed)."""
+    r = _encsel(pool, train_size, score)
+    regret = "the best one" if r["regret"] == 0 else f"regret {interval({'mean': r['regret'], 'lo': r['regret_lo'], 'hi': r['regret_hi']})} points"
+    return f"{r['picks']} ({regret})"
+
+
+@_value
+def v_encsel_verdicts() -> str:
+    """Per score, its verdict over every (pool, fine-tuning size) of the study."""
+    from viny.encoder_selection import study_verdicts
+
+    return "\n".join(f"- {r.claim}: **{r.verdict}**" for r in study_verdicts(encoder_selection()).itertuples())
+
+
 # ---------------------------------------------------------------- fine-tuning epochs on validation (results/finetune_epochs)
 
 @lru_cache(maxsize=None)

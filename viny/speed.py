@@ -147,9 +147,10 @@ def grid_work(grid) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def estimate(work: pd.DataFrame, rates: dict[str, float], kernel_seconds: float = 8.0) -> pd.DataFrame:
-    """Predicted seconds per study and phase, one cell at a time (``kernel``: notebook
-    start-up and imports, per cell)."""
+def estimate(work: pd.DataFrame, rates: dict[str, float], kernel_seconds: float = 2.0) -> pd.DataFrame:
+    """Predicted seconds per study and phase, one cell at a time (``kernel``: per cell, the
+    warm kernel's reset and the notebook's set-up; a fresh kernel with its imports costs about
+    8 s more, once per worker: :mod:`viny.kernels`)."""
     w = work.copy()
     w["seconds"] = [kernel_seconds if ph == "kernel" else s / rates[ph] for ph, s in zip(w["phase"], w["image_steps"])]
     return w.groupby(["study", "phase"], sort=False)[["image_steps", "seconds"]].sum().reset_index()
