@@ -47,6 +47,6 @@ notebooks: $(STAMP)
 	$(BIN)/jupytext --sync notebooks/*.py
 
 # JupyterLab on the notebooks (the .py files open directly too, through the jupytext extension),
-# its kernels on an encrypted local link where pyzmq can (viny.grid.kernel_options)
+# its kernels on an encrypted local link where pyzmq can (viny.kernels.kernel_options)
 lab: notebooks
-	cd notebooks && ../$(BIN)/jupyter lab $$(../$(BIN)/python -c 'from viny.grid import lab_arguments; print(lab_arguments())')
+	cd notebooks && ../$(BIN)/jupyter lab $$(../$(BIN)/python -c 'from viny.kernels import lab_arguments; print(lab_arguments())')

@@ -85,3 +85,32 @@ from viny.findings import findings, findings_markdown
 verdicts = findings(table, grid)
 nb.write_metrics({r.claim: r.verdict for r in verdicts.itertuples()})
 display(Markdown(findings_markdown(verdicts)))
+
+# %% [markdown]
+# ## Beyond the paper: joint training, in-domain pre-training (issue #34)
+# Two arms the paper leaves open, when the grid has them (`results/staged` does): fine-tuning
+# with an auxiliary SimMIM loss (`aux_mim_weight`, chosen on validation images:
+# `results/joint_weight`) against sequential fine-tuning from the same encoder, and the
+# in-domain encoder (SimMIM on the 400 Pets images outside the test set) against Imagenette
+# pre-training. Each row is a paired difference over seeds in mIoU points; "supported" means
+# the new arm is better.
+
+# %%
+from viny.views import beyond_tables
+
+for title, frame in beyond_tables(table):
+    display(Markdown(f"**{title}**"), frame)
+
+# %% [markdown]
+# ## Which cheap score predicts fine-tuned mIoU?
+# The selection study across encoders (`results/encoder_selection`, made by
+# `benchmarks/encoder_selection.py`): every encoder of the staged grid scored without
+# fine-tuning, against its fine-tuned mIoU. Rising panels: the score ranks the encoders like
+# mIoU. The table gives Kendall's tau with its bootstrap interval, each score's pick and its
+# regret against the best encoder.
+
+# %%
+from viny.views import encoder_selection_view
+
+chart, summary = encoder_selection_view()
+display(chart, summary)

@@ -235,3 +235,22 @@ def test_the_weight_sweep_readme_is_computed_from_its_runs(tmp_path, monkeypatch
     assert "| 2 | 0.5 | random init | +3.00 [+3.00, +3.00] | 2 |" in text and "13 runs: random init and simmim_imagenette9k, seeds 0, 1, W in {0, 0.5, 2, 4}" in text
     assert docs.render(text) == text  # not stale
     docs._joint_runs.cache_clear()
+
+
+def test_notebook_06s_beyond_tables_show_the_joint_arm_and_nothing_without_it():
+    from viny.views import beyond_tables
+
+    rows = _cells("finetune", (0, 9469), (100,), _sequential)
+    assert beyond_tables(pd.DataFrame(rows)) == []
+    rows += _cells("joint", (0,), (100,), lambda p, n, s: _sequential(p, n, s) + 2 + 0.1 * s, aux_mim_weight=0.5)
+    [(title, frame)] = beyond_tables(pd.DataFrame(rows))
+    assert title.startswith("Joint") and frame.iloc[0]["difference [95 % interval]"].startswith("+2.10 [")
+    assert frame.iloc[0]["verdict"] == "supported"
+
+
+def test_notebook_06s_selection_view_names_the_missing_study(tmp_path):
+    from viny.errors import VinyError
+    from viny.views import encoder_selection_view
+
+    with pytest.raises(VinyError, match="benchmarks/encoder_selection.py"):
+        encoder_selection_view(tmp_path)

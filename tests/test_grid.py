@@ -210,9 +210,9 @@ def test_grid_work_counts_shared_upstream_runs_once():
     by = work.groupby("phase")["image_steps"].sum()
     # the demo starts from the shipped encoders: no pre-training work
     assert by.get("pretrain", 0) == 0
-    # fine-tuning: 3 pretrain x 2 intermediate x 2 seeds x (100 + 250) images x 4 epochs, plus the
-    # random-init control (timm init): 2 seeds x (100 + 250) x 4
-    assert by["finetune"] == 12 * 350 * 4 + 2 * 350 * 4
+    # fine-tuning: 3 pretrain x 2 intermediate x 2 seeds x (100 + 250) images x 5 epochs, plus the
+    # random-init control (timm init): 2 seeds x (100 + 250) x 5
+    assert by["finetune"] == 12 * 350 * 5 + 2 * 350 * 5
     # intermediate cls_intel on the 360 shipped Intel images, for {random, 2368, 9469}, plus spatial
     # (398 Pets images outside the 200 held out) in the intermediate study, and spatial_intel in geometry
     assert by["intermediate"] == 3 * 360 * 4 + 398 * 4 + 360 * 4

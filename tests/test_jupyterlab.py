@@ -39,7 +39,7 @@ def test_every_chart_renders_in_jupyterlab(tmp_path):
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in CELLS])
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, tmp_path / "charts.ipynb")
-    from viny.grid import lab_arguments
+    from viny.kernels import lab_arguments
 
     port = _free_port()
     log = tmp_path / "server.log"

@@ -81,7 +81,7 @@ def _free_port() -> int:
 def test_each_notebook_runs_all_in_jupyterlab(project, tmp_path):
     from playwright.sync_api import sync_playwright
 
-    from viny.grid import lab_arguments
+    from viny.kernels import lab_arguments
 
     root, runs = project
     port = _free_port()

@@ -168,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
                                       "prints the fine-tuning table and the report's path.")
     demo.add_argument("--out", type=Path, default=None, help="output folder (default: runs/demo or runs/smoke); finished cells are reused, failed ones run again")
     demo.add_argument("--scale", choices=("demo", "smoke", "staged"), default="demo",
-                      help="demo (8-17 minutes on 2 CPU cores, by CPU kind: docs/performance.md), smoke (tiny model, a few minutes) or staged "
+                      help="demo (4-10 minutes on 2 CPU cores, by CPU kind: docs/performance.md), smoke (tiny model, a few minutes) or staged "
                            "(the reference results, params/staged.yaml: needs --data-root; about 7 hours on 2 AMD EPYC cores, so --publish keeps the finished cells)")
     demo.add_argument("--data-root", type=Path, default=None,
                       help="folder with imagenet-subset/train, intel-image-classification, oxford-iiit-pet (default: the shipped sample)")
@@ -184,8 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
                            "results/along_pretraining changed); repeatable")
     demo.add_argument("--executor", choices=("local", "ray"), default="local")
     demo.add_argument("--jobs", type=int, default=2,
-                      help="concurrent cells, the cores shared between them (default 2: most demo cells are short, and one "
-                           "cell's kernel start-up and imports overlap another's training; 1.3x faster on 2 cores)")
+                      help="concurrent cells, the cores shared between them (default 2: demo cells are short and run one thread "
+                           "each best; each worker keeps a warm notebook kernel: viny.kernels)")
     demo.add_argument("--quiet", action="store_true")
     return p
 

@@ -202,6 +202,47 @@ def published_blocks(folder: str) -> list[str]:
     return blocks
 
 
+# ---------------------------------------------------------------- beyond the paper in a published grid (joint, indomain studies)
+
+def _joint_row(folder: str, pretrain_images: str, train_size: str) -> dict:
+    from viny.findings import joint_vs_sequential
+
+    j = joint_vs_sequential(grid_table(folder))
+    return j[(j["pretrain_images"] == int(pretrain_images)) & (j["train_size"] == int(train_size))].iloc[0].to_dict()
+
+
+@_value
+def v_joint_diff(folder: str, pretrain_images: str, train_size: str) -> str:
+    """Joint minus sequential fine-tuning, mIoU points paired by seed, with its interval."""
+    return interval(_joint_row(folder, pretrain_images, train_size))
+
+
+@_value
+def v_joint_verdict(folder: str, pretrain_images: str, train_size: str) -> str:
+    """The verdict of "joint beats sequential" at one (pre-training, fine-tuning size)."""
+    return str(_joint_row(folder, pretrain_images, train_size)["verdict"])
+
+
+def _indomain_row(folder: str, reference: str, train_size: str, epochs: str) -> dict:
+    from viny.findings import indomain_vs_imagenette
+
+    d = indomain_vs_imagenette(grid_table(folder))
+    which = d["comparison"] == "nearest steps" if reference == "nearest" else d["comparison"] == f"as shipped ({int(reference):,} images)"
+    return d[which & (d["train_size"] == int(train_size)) & (d["finetune_epochs"] == int(epochs))].iloc[0].to_dict()
+
+
+@_value
+def v_indomain_diff(folder: str, reference: str, train_size: str, epochs: str) -> str:
+    """In-domain minus Imagenette pre-training (``nearest``: the 2.4k run's snapshot nearest in
+    image-steps; a number: that shipped encoder), mIoU points paired by seed."""
+    return interval(_indomain_row(folder, reference, train_size, epochs))
+
+
+@_value
+def v_indomain_verdict(folder: str, reference: str, train_size: str, epochs: str) -> str:
+    return str(_indomain_row(folder, reference, train_size, epochs)["verdict"])
+
+
 # ---------------------------------------------------------------- curves along pre-training (results/along_pretraining)
 
 ALONG = RESULTS / "along_pretraining"

@@ -49,9 +49,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
-import copy
 import errno
-import fcntl
 import functools
 import hashlib
 import inspect
@@ -79,6 +77,7 @@ import yaml
 
 from viny.errors import VinyError
 from viny.files import LOCK_FILE, atomic_path, atomic_write_json, file_sha256, folder_lock, writable_output
+from viny.kernels import _kernel_config, _with_kernel_ports, kernel_options, kernel_ports, lab_arguments  # noqa: F401 (make lab, tests)
 
 # a cell folder's own files (beside the run folders its notebook writes)
 CELL_NOTEBOOK = "notebook.ipynb"  # the executed notebook
@@ -553,33 +552,6 @@ def import_cells(grid: Grid, source: str | Path) -> int:
     return n
 
 
-def kernel_options() -> dict[str, str]:
-    """Kernel-manager settings for the grid's kernels and ``make lab``'s: CurveZMQ transport
-    encryption where pyzmq has it, so ipykernel (>= 7.3) does not warn at every kernel's start
-    that its local TCP link is plain text ("auto": used where the kernelspec declares support;
-    it raises where pyzmq lacks CurveZMQ, hence the check)."""
-    import zmq
-
-    return {"KernelManager.transport_encryption": "auto"} if zmq.has("curve") else {}
-
-
-def lab_arguments() -> str:
-    """:func:`kernel_options` as ``jupyter lab`` command-line flags (``make lab``)."""
-    return " ".join(f"--{key}={value}" for key, value in kernel_options().items())
-
-
-def _kernel_config():
-    """:func:`kernel_options` as the traitlets config papermill's kernel manager takes."""
-    from traitlets.config import Config
-
-    config = Config()
-    for key, value in kernel_options().items():
-        section, name = key.split(".")
-        config[section][name] = value
-    config.NotebookClient.kernel_manager_class = "viny.grid.GridKernelManager"
-    return config
-
-
 def _grid_kernel_manager():
     from jupyter_client.manager import AsyncKernelManager
 
@@ -598,75 +570,6 @@ def __getattr__(name: str):  # the kernel manager class, defined on first use (j
         globals()[name] = cls
         return cls
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-# Kernel ports. jupyter_client picks a kernel's five ports by binding port 0 and closing the
-# socket; the kernel binds them seconds later. Two grid workers starting kernels at once
-# could pick the same port, and the loser printed a 25-line "ZMQError: Address already in
-# use" traceback. Instead, each process claims a slot of ports of its own (an flock held while
-# it lives, released by the kernel however it ends) below Linux's ephemeral range (32768-),
-# where bind(0) never lands, and hands its kernels ports from that slot only.
-_PORT_BASE, _PORT_SLOT_SIZE, _PORT_SLOTS = 20000, 64, 160  # ports 20000-30239
-_port_slot: dict = {}  # pid -> [fd, slot, next port index]: this process's slot (a forked child claims its own)
-
-
-def _port_slot_claim() -> list | None:
-    held = _port_slot.get(os.getpid())
-    if held:
-        return held
-    folder = Path(tempfile.gettempdir()) / f"viny-kernel-ports-{os.getuid()}"
-    try:
-        folder.mkdir(mode=0o700, exist_ok=True)
-    except OSError:
-        return None
-    for slot in range(_PORT_SLOTS):
-        try:
-            fd = os.open(folder / f"{slot}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        except OSError:
-            return None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            continue
-        _port_slot[os.getpid()] = held = [fd, slot, 0]
-        return held
-    return None
-
-
-def kernel_ports(n: int = 5) -> list[int] | None:
-    """``n`` free ports from this process's own slot (see above), or None (no slot free: the
-    kernel manager picks, as before)."""
-    held = _port_slot_claim()
-    if held is None:
-        return None
-    _, slot, start = held
-    ports = []
-    for i in range(_PORT_SLOT_SIZE):
-        port = _PORT_BASE + slot * _PORT_SLOT_SIZE + (start + i) % _PORT_SLOT_SIZE
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        ports.append(port)
-        if len(ports) == n:
-            held[2] = (start + i + 1) % _PORT_SLOT_SIZE  # the next kernel (a retry) takes the next ports
-            return ports
-    return None
-
-
-def _with_kernel_ports(config):
-    """``config`` with the kernel's ports set from :func:`kernel_ports` (and the kernel manager's
-    own port picking off)."""
-    ports = kernel_ports()
-    if ports is None:
-        return config
-    config = copy.deepcopy(config)
-    km = config.KernelManager
-    km.cache_ports = False
-    km.shell_port, km.iopub_port, km.stdin_port, km.hb_port, km.control_port = ports
-    return config
 
 
 def _worker_init(parent: int) -> None:
@@ -880,7 +783,6 @@ def _ray_cell(cell: Cell, threads: int | None) -> dict:
     """:func:`run_cell` on a Ray worker, after noting the try in the cell's :data:`CELL_TRIES`
     (the cell folder is on the file system every node shares, so a retry on another node
     sees the earlier tries; a run the lost try left half-trained resumes from its checkpoint)."""
-    import socket
 
     import ray
 

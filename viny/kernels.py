@@ -1,4 +1,5 @@
-"""A notebook kernel kept warm between the grid cells one worker runs (issue #35).
+"""The grid's notebook kernels: their options and ports, their niceness, and the kernel kept
+warm between the grid cells one worker runs (issue #35).
 
 A fresh kernel per cell pays, every time, for the kernel's start (1-2 s), the imports of
 torch, timm, pandas and altair (about 7 s on 2 CPU cores), the chart renderer's start and
@@ -16,7 +17,109 @@ never leaks into another's. ``VINY_FRESH_KERNELS=1`` turns reuse off (a kernel p
 from __future__ import annotations
 
 import contextlib
+import copy
+import fcntl
 import os
+import socket
+import tempfile
+from pathlib import Path
+
+
+def kernel_options() -> dict[str, str]:
+    """Kernel-manager settings for the grid's kernels and ``make lab``'s: CurveZMQ transport
+    encryption where pyzmq has it, so ipykernel (>= 7.3) does not warn at every kernel's start
+    that its local TCP link is plain text ("auto": used where the kernelspec declares support;
+    it raises where pyzmq lacks CurveZMQ, hence the check)."""
+    import zmq
+
+    return {"KernelManager.transport_encryption": "auto"} if zmq.has("curve") else {}
+
+
+def lab_arguments() -> str:
+    """:func:`kernel_options` as ``jupyter lab`` command-line flags (``make lab``)."""
+    return " ".join(f"--{key}={value}" for key, value in kernel_options().items())
+
+
+def _kernel_config():
+    """:func:`kernel_options` as the traitlets config papermill's kernel manager takes."""
+    from traitlets.config import Config
+
+    config = Config()
+    for key, value in kernel_options().items():
+        section, name = key.split(".")
+        config[section][name] = value
+    config.NotebookClient.kernel_manager_class = "viny.grid.GridKernelManager"
+    return config
+
+
+# Kernel ports. jupyter_client picks a kernel's five ports by binding port 0 and closing the
+# socket; the kernel binds them seconds later. Two grid workers starting kernels at once
+# could pick the same port, and the loser printed a 25-line "ZMQError: Address already in
+# use" traceback. Instead, each process claims a slot of ports of its own (an flock held while
+# it lives, released by the kernel however it ends) below Linux's ephemeral range (32768-),
+# where bind(0) never lands, and hands its kernels ports from that slot only.
+_PORT_BASE, _PORT_SLOT_SIZE, _PORT_SLOTS = 20000, 64, 160  # ports 20000-30239
+_port_slot: dict = {}  # pid -> [fd, slot, next port index]: this process's slot (a forked child claims its own)
+
+
+def _port_slot_claim() -> list | None:
+    held = _port_slot.get(os.getpid())
+    if held:
+        return held
+    folder = Path(tempfile.gettempdir()) / f"viny-kernel-ports-{os.getuid()}"
+    try:
+        folder.mkdir(mode=0o700, exist_ok=True)
+    except OSError:
+        return None
+    for slot in range(_PORT_SLOTS):
+        try:
+            fd = os.open(folder / f"{slot}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            continue
+        _port_slot[os.getpid()] = held = [fd, slot, 0]
+        return held
+    return None
+
+
+def kernel_ports(n: int = 5) -> list[int] | None:
+    """``n`` free ports from this process's own slot (see above), or None (no slot free: the
+    kernel manager picks, as before)."""
+    held = _port_slot_claim()
+    if held is None:
+        return None
+    _, slot, start = held
+    ports = []
+    for i in range(_PORT_SLOT_SIZE):
+        port = _PORT_BASE + slot * _PORT_SLOT_SIZE + (start + i) % _PORT_SLOT_SIZE
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        ports.append(port)
+        if len(ports) == n:
+            held[2] = (start + i + 1) % _PORT_SLOT_SIZE  # the next kernel (a retry) takes the next ports
+            return ports
+    return None
+
+
+def _with_kernel_ports(config):
+    """``config`` with the kernel's ports set from :func:`kernel_ports` (and the kernel manager's
+    own port picking off)."""
+    ports = kernel_ports()
+    if ports is None:
+        return config
+    config = copy.deepcopy(config)
+    km = config.KernelManager
+    km.cache_ports = False
+    km.shell_port, km.iopub_port, km.stdin_port, km.hb_port, km.control_port = ports
+    return config
+
 
 FRESH_KERNELS_ENV = "VINY_FRESH_KERNELS"  # set to 1: every cell in a kernel of its own
 MAX_CELLS_PER_KERNEL = 64  # then a fresh one: bounds whatever a long grid could accumulate
@@ -109,8 +212,6 @@ class WarmKernel:
         self.threads: int | None = None
 
     def _start(self, cwd: str, threads: int | None, config) -> None:
-        from viny.grid import _with_kernel_ports
-
         self.km = _warm_manager_class()(kernel_name="python3", config=_with_kernel_ports(config))
         self.km.start_kernel(cwd=cwd, extra_arguments=["--HistoryManager.hist_file=:memory:"])
         self.cells, self.threads = 0, threads

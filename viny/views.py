@@ -381,3 +381,47 @@ def live_similarity_explorer(encoders: dict[str, ViNy], data, held_out: list[int
     wide = dict(layout=W.Layout(width="max-content"), style={"description_width": "initial"})
     return W.interact(show, image=W.IntSlider(0, 0, len(held_out) - 1), encoder=W.Dropdown(options=names, value=names[min(1, len(names) - 1)], **wide),
                       layer=W.IntSlider(depth, 1, depth), patch=W.IntSlider(patch0, 0, n_patches - 1))
+
+
+def beyond_tables(table: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """The arms beyond the paper in a grid's results (notebook 06): ``(title, table)`` for the
+    joint arm against sequential fine-tuning and for the in-domain encoder against Imagenette
+    pre-training, each row a paired difference over seeds (mIoU points). Empty where the grid
+    has neither study."""
+    from viny.findings import format_interval, indomain_vs_imagenette, joint_vs_sequential
+
+    out = []
+    joint = joint_vs_sequential(table)
+    if len(joint):
+        out.append(("Joint (fine-tuning + auxiliary SimMIM loss) minus sequential fine-tuning",
+                    pd.DataFrame({"pre-training images": joint["pretrain_images"], "fine-tuning images": joint["train_size"],
+                                  "aux_mim_weight": joint["aux_mim_weight"],
+                                  "difference [95 % interval]": [format_interval(r) for r in joint.to_dict("records")],
+                                  "verdict": joint["verdict"]})))
+    dom = indomain_vs_imagenette(table)
+    if len(dom):
+        out.append(("In-domain (SimMIM on 400 Pets images) minus Imagenette pre-training",
+                    pd.DataFrame({"comparison": dom["comparison"], "Imagenette encoder": dom["reference"], "fine-tuning images": dom["train_size"],
+                                  "fine-tuning epochs": dom["finetune_epochs"],
+                                  "pre-training image-steps": [f"{a:,} vs {b:,}" for a, b in zip(dom["indomain_steps"], dom["imagenette_steps"])],
+                                  "difference [95 % interval]": [format_interval(r) for r in dom.to_dict("records")],
+                                  "verdict": dom["verdict"]})))
+    return out
+
+
+def encoder_selection_view(folder: str | Path = "results/encoder_selection", train_size: int = 100):
+    """The selection study across encoders (notebook 06): ``(chart, table)`` from a folder
+    written by ``benchmarks/encoder_selection.py``: each score against fine-tuned mIoU at
+    ``train_size``, and per pool, size and score the tau, pick, regret and verdict."""
+    from viny.errors import VinyError
+    from viny.figures import encoder_selection_chart
+    from viny.files import project_path
+
+    folder = project_path(folder)
+    if not (folder / "selection.csv").is_file():
+        raise VinyError(f"{folder} has no selection.csv: run benchmarks/encoder_selection.py --data-root PATH --out {folder}")
+    sel = pd.read_csv(folder / "selection.csv")
+    shown = pd.DataFrame({"pool": sel["pool"], "fine-tuning images": sel["train_size"], "score": sel["label"], "encoders": sel["encoders"],
+                          "tau [95 % interval]": [f"{r.tau:+.2f} [{r.tau_lo:+.2f}, {r.tau_hi:+.2f}]" for r in sel.itertuples()],
+                          "picks": sel["picks"], "regret (points)": sel["regret"].round(2), "verdict": sel["verdict"]})
+    return encoder_selection_chart(pd.read_csv(folder / "encoders.csv"), train_size), shown
