@@ -243,6 +243,25 @@ def v_indomain_verdict(folder: str, reference: str, train_size: str, epochs: str
     return str(_indomain_row(folder, reference, train_size, epochs)["verdict"])
 
 
+# ---------------------------------------------------------------- geometry of the encoders beyond the paper (results/geometry_beyond)
+
+@_value
+def v_geometry_table(folder: str) -> str:
+    """The last layer's diagnostics per encoder from ``results/<folder>/geometry.csv`` (``viny
+    geometry``), with the within-image cosine at grid distances 1 and 4 from ``cosine.csv``."""
+    g = pd.read_csv(RESULTS / folder / "geometry.csv")
+    g = g[g["layer"] == g["layer"].max()]
+    c = pd.read_csv(RESULTS / folder / "cosine.csv")
+    cos = c[c["layer"] == c["layer"].max()].set_index(["encoder", "distance"])["within_mean"]
+    lines = ["| encoder | within-image variance | across-image variance | patch probe acc. | patch probe mIoU | "
+             "nearest-neighbour probe mIoU | DSE | cosine at distance 1 / 4 |", "|---|---|---|---|---|---|---|---|"]
+    for r in g.itertuples():
+        lines.append(f"| {r.encoder} | {r.within_variance:.3f} | {r.across_variance:.3f} | {100 * r.probe_accuracy:.1f} % | "
+                     f"{100 * r.probe_miou:.1f} % | {100 * r.nn_probe_miou:.1f} % | {r.dse:.3f} | "
+                     f"{cos[(r.encoder, 1)]:.2f} / {cos[(r.encoder, 4)]:.2f} |")
+    return "\n".join(lines)
+
+
 # ---------------------------------------------------------------- curves along pre-training (results/along_pretraining)
 
 ALONG = RESULTS / "along_pretraining"
