@@ -833,6 +833,12 @@ Intervals are 95 % t intervals over 3 seeds of paired differences, in mIoU point
 - [`joint_weight/`](joint_weight/README.md): the joint arm's auxiliary SimMIM weight (beyond the
   paper), chosen on 100 validation images of the training pool: <!--viny:joint_chosen--><!--/viny-->.
   `benchmarks/joint_weight.py --data-root PATH`.
+- [`encoder_selection/`](encoder_selection/README.md): which cheap score predicts fine-tuned mIoU
+  across the staged grid's 10 encoders (random inits, SimMIM on Imagenette and on Pets, after the
+  CLS stage) and across the snapshots along pre-training: Kendall's tau, regret and a verdict per
+  score. `benchmarks/encoder_selection.py --data-root PATH`.
+- [`geometry_beyond/`](geometry_beyond/README.md): the geometry diagnostics of the in-domain encoder
+  and of the 9.5k encoder after sequential and after joint fine-tuning. `viny geometry NAME=PATH ...`.
 - [`timings.csv`](timings.csv): measured wall times per CPU kind (`docs/performance.md`).
 
 ## What they show
