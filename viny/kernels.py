@@ -209,12 +209,11 @@ class WarmKernel:
     def __init__(self):
         self.km = None
         self.cells = 0
-        self.threads: int | None = None
 
-    def _start(self, cwd: str, threads: int | None, config) -> None:
+    def _start(self, cwd: str, config) -> None:
         self.km = _warm_manager_class()(kernel_name="python3", config=_with_kernel_ports(config))
-        self.km.start_kernel(cwd=cwd, extra_arguments=["--HistoryManager.hist_file=:memory:"])
-        self.cells, self.threads = 0, threads
+        self.km.start_kernel(cwd=cwd, extra_arguments=["--HistoryManager.hist_file=:memory:"])  # threads: the worker's OMP_NUM_THREADS
+        self.cells = 0
 
     def lend(self, cwd: str, threads: int | None, config, start_timeout: float = 120):
         """A running kernel for the next cell: the kept one, reset, or a fresh one."""
@@ -222,7 +221,7 @@ class WarmKernel:
             self.close()
         fresh = self.km is None
         if fresh:
-            self._start(cwd, threads, config)
+            self._start(cwd, config)
         kc = self.km.client()
         try:
             kc.start_channels()
@@ -238,7 +237,6 @@ class WarmKernel:
             kc.stop_channels()
             if self.km is not None and kc in self.km.lent_clients:
                 self.km.lent_clients.remove(kc)
-        self.threads = threads
         return self.km
 
     def returned(self, ok: bool) -> None:
