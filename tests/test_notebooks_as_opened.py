@@ -96,7 +96,8 @@ def test_each_notebook_runs_all_in_jupyterlab(project, tmp_path):
     server = subprocess.Popen(
         [sys.executable, "-m", "jupyterlab", "--no-browser", f"--port={port}", "--ServerApp.ip=127.0.0.1", "--IdentityProvider.token=",
          "--ServerApp.password=", "--ServerApp.disable_check_xsrf=True", f"--ServerApp.root_dir={root / 'notebooks'}", "--LabApp.news_url=None",
-         "--allow-root", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate", *lab_arguments().split()],
+         "--allow-root", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate", "--LabApp.expose_app_in_browser=True",
+         *lab_arguments().split()],
         stdout=subprocess.DEVNULL, stderr=log.open("w"), cwd=root / "notebooks", env=env)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -120,7 +121,12 @@ def test_each_notebook_runs_all_in_jupyterlab(project, tmp_path):
                 page.on("pageerror", lambda e, name=name: errors.append(f"{name}: {e}"))
                 page.goto(f"{base}/lab/tree/{name}.ipynb?reset", timeout=120000)  # ?reset: only this notebook open
                 page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=120000)
-                page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle'], .jp-DebuggerBugButton", timeout=120000)
+                # the kernel is up and idle (the toolbar shows its buttons before that, and a Run All
+                # clicked while the session still connects was seen to run nothing: every prompt "[ ]")
+                page.wait_for_function(
+                    "() => { const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;"
+                    " const k = w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel;"
+                    " return !!k && k.connectionStatus === 'connected' && k.status === 'idle'; }", timeout=120000)
                 page.locator(".jp-Notebook").first.click()
                 page.get_by_role("menuitem", name="Run").click()
                 page.get_by_role("menuitem", name="Run All Cells").first.click()
@@ -134,8 +140,8 @@ def test_each_notebook_runs_all_in_jupyterlab(project, tmp_path):
                 try:
                     page = run_all(name)
                 except PlaywrightTimeout:
-                    # once seen in a fresh clone: a notebook's cells stayed queued behind a kernel that had not
-                    # come up; the page as it was is kept, and a new page on the same server must then run it all
+                    # seen before the wait for an idle kernel above: a notebook's cells stayed unrun; the page
+                    # as it was is kept, and a new page on the same server must then run it all
                     for old in [pg for ctx in browser.contexts for pg in ctx.pages]:
                         old.screenshot(path=str(tmp_path / f"{name}-timed-out.png"))
                         old.close(run_before_unload=False)
