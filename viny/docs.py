@@ -512,6 +512,12 @@ def v_encsel_pick(pool: str, train_size: str, score: str) -> str:
 
 
 @_value
+def v_encsel_n(pool: str, train_size: str, score: str) -> str:
+    """How many encoders of a pool have a score and fine-tuned mIoU at a size."""
+    return str(int(_encsel(pool, train_size, score)["encoders"]))
+
+
+@_value
 def v_encsel_verdicts() -> str:
     """Per score, its verdict over every (pool, fine-tuning size) of the study."""
     from viny.encoder_selection import study_verdicts
@@ -868,6 +874,19 @@ Intervals are 95 % t intervals over 3 seeds of paired differences, in mIoU point
 - **Label-free checkpoint selection**: over the <!--viny:across_pairs--><!--/viny--> (run, size) pairs of
   `along_pretraining/`, DSE never picks better than "take the last snapshot"; its rank correlation with
   mIoU is <!--viny:tau_range dse--><!--/viny-->, effective rank's <!--viny:tau_range effective_rank--><!--/viny-->.
+- **Joint training** (beyond the paper): from the 9.5k encoder at 100 images, fine-tuning with the
+  auxiliary SimMIM loss beats sequential fine-tuning by <!--viny:joint_diff staged 9469 100--><!--/viny--> points
+  (<!--viny:joint_verdict staged 9469 100--><!--/viny-->); from random init the difference is <!--viny:joint_diff staged 0 100--><!--/viny-->
+  (<!--viny:joint_verdict staged 0 100--><!--/viny-->). Both fine-tuned encoders have the same geometry (`geometry_beyond/`).
+- **In-domain pre-training** (SimMIM on the 400 Pets images outside the test set): at nearly
+  equal pre-training steps it is <!--viny:indomain_diff staged nearest 100 50--><!--/viny--> points against the
+  2.4k Imagenette run's snapshot at 100 images (<!--viny:indomain_verdict staged nearest 100 50--><!--/viny-->); the shipped
+  Imagenette encoders, with many times its steps, are better (in-domain minus the 9.5k encoder:
+  <!--viny:indomain_diff staged 9469 100 100--><!--/viny--> points at 100 images). Its patch tokens are nearly all alike (`geometry_beyond/`).
+- **Which cheap score predicts fine-tuned mIoU across encoders** (`encoder_selection/`): the linear
+  patch probe (tau <!--viny:encsel_tau encoders 100 probe_accuracy--><!--/viny--> over the encoders at 100 images) and, where it
+  exists, the reconstruction ratio; effective rank, which ranks the snapshots of a run well
+  (<!--viny:encsel_tau snapshots 100 effective_rank--><!--/viny-->), fails across recipes (<!--viny:encsel_tau encoders 100 effective_rank--><!--/viny-->).
 
 The earlier full publication (75 cells, 25-epoch encoders that had learned little beyond colour
 means, 15 fine-tuning epochs) is in git at commit 03357aa.
